@@ -1,0 +1,449 @@
+//! Gatehouse's configuration: one TOML file for every service, loaded and validated here
+//! and nowhere else.
+//!
+//! Promises:
+//! - every key has a default, and `config/gatehouse.toml` documents each one with it (a
+//!   test holds the file and [`Config::default`] equal);
+//! - an unknown key, a value of the wrong type or a value out of range is an error that
+//!   names the file, the key (`tunnel.listen_port`) and what was expected;
+//! - after [`Config::load`] returns, the values are consistent with each other (tunnel
+//!   ports unique, the gateway's address inside its subnet, ...), so services do not
+//!   re-check them.
+
+mod cidr;
+
+pub use cidr::{Cidr, CidrError};
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything the configuration loader can reject.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read configuration file {file}: {source}; check the path given with --config")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: key `{key}`: {message}")]
+    Syntax {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("{file}: key `{key}`: expected {expected}, found {found}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        expected: String,
+        found: String,
+    },
+}
+
+/// The whole configuration of a box.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub general: General,
+    pub tunnel: Tunnel,
+    pub hub: Hub,
+}
+
+/// Settings shared by every service.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct General {
+    /// Where state lives (peer store, keys, database). Relative paths are taken from the
+    /// working directory of the process.
+    pub data_dir: PathBuf,
+    /// `plain` (journald adds the time) or `json`.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// How the tunnel moves decrypted packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelMode {
+    /// UDP <-> a kernel TUN device (needs CAP_NET_ADMIN); the kernel routes to the LAN.
+    Tun,
+    /// UDP <-> an in-process TCP/IP stack (smoltcp); no privileges needed.
+    Userspace,
+}
+
+/// Which packet filter guards the TUN device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firewall {
+    /// nftables rules generated from the peers' roles, applied atomically with `nft -f`.
+    Nftables,
+    /// No kernel rules; the tunnel's own role filter still drops what a role does not allow.
+    None,
+}
+
+/// The WireGuard endpoint (`gatehouse tunnel`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tunnel {
+    /// Interface name: the TUN device in `tun` mode and the UAPI socket's name in both.
+    pub interface: String,
+    pub mode: TunnelMode,
+    /// UDP port WireGuard listens on (all addresses).
+    pub listen_port: u16,
+    /// The gateway's address inside the tunnel; peers get the next free addresses of
+    /// this subnet.
+    pub address: Cidr,
+    /// Optional IPv6 tunnel address; peers then also get one address from it.
+    pub address6: Option<Cidr>,
+    /// Host:port that client configs give as the gateway's endpoint.
+    pub public_endpoint: String,
+    /// Tunnel MTU (client configs and the TUN device).
+    pub mtu: u16,
+    /// Persistent keepalive written into client configs, in seconds (0: none).
+    pub client_keepalive: u16,
+    /// The peer store, in WireGuard's config format; empty: `<data_dir>/<interface>.conf`.
+    pub peers_file: PathBuf,
+    /// Directory of the UAPI socket `<interface>.sock`.
+    pub uapi_dir: PathBuf,
+    pub firewall: Firewall,
+    /// Subnets beyond the tunnel that admin client configs route through the gateway.
+    pub client_routes: Vec<Cidr>,
+    /// The gateway's own services, reachable by peers at the tunnel address.
+    #[serde(rename = "service")]
+    pub services: Vec<Service>,
+    /// LAN services forwarded from a tunnel port (for example an NVR's web and RTSP ports).
+    #[serde(rename = "forward")]
+    pub forwards: Vec<Service>,
+}
+
+/// A TCP port on the gateway's tunnel address and where connections to it go.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    /// Port on the gateway's tunnel address.
+    pub port: u16,
+    /// Where connections are relayed (userspace mode) or destination-NATed (TUN mode).
+    pub target: SocketAddr,
+    /// Roles allowed to reach it; default: every role for services, `admin` for forwards.
+    #[serde(default)]
+    pub roles: Vec<Role>,
+}
+
+/// What a remote peer may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The gateway's console and the LAN services named in config.
+    Admin,
+    /// The gateway's console only.
+    Installer,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::Admin, Role::Installer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Installer => "installer",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "installer" => Ok(Role::Installer),
+            other => Err(format!("unknown role `{other}`: expected admin or installer")),
+        }
+    }
+}
+
+/// The auth / event broker (`gatehouse hub`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Hub {
+    /// Where the console and JSON API listen.
+    pub http_listen: SocketAddr,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            data_dir: PathBuf::from("/var/lib/gatehouse"),
+            log_format: LogFormat::Plain,
+        }
+    }
+}
+
+impl Default for Tunnel {
+    fn default() -> Self {
+        Tunnel {
+            interface: "wg0".into(),
+            mode: TunnelMode::Tun,
+            listen_port: 51820,
+            address: Cidr::v4([10, 77, 0, 1], 24),
+            address6: None,
+            public_endpoint: "gatehouse.local:51820".into(),
+            mtu: 1420,
+            client_keepalive: 25,
+            peers_file: PathBuf::new(),
+            uapi_dir: PathBuf::from("/var/run/wireguard"),
+            firewall: Firewall::Nftables,
+            client_routes: Vec::new(),
+            services: Vec::new(),
+            forwards: Vec::new(),
+        }
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            general: General::default(),
+            tunnel: Tunnel::default(),
+            hub: Hub::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `file` is only used in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.into_inner().to_string();
+            ConfigError::Syntax {
+                file: file.to_owned(),
+                key: if key == "." { "(top level)".into() } else { key },
+                message: message.trim().replace('\n', " ").replace("  ", " "),
+            }
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn validate(&mut self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, expected: &str, found: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            key: key.to_owned(),
+            expected: expected.to_owned(),
+            found,
+        };
+        let t = &mut self.tunnel;
+        let name_ok = !t.interface.is_empty()
+            && t.interface.len() < 16
+            && t
+                .interface
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !name_ok {
+            return Err(invalid(
+                "tunnel.interface",
+                "an interface name of 1 to 15 letters, digits, '-', '_' or '.'",
+                format!("{:?}", t.interface),
+            ));
+        }
+        if t.listen_port == 0 {
+            return Err(invalid(
+                "tunnel.listen_port",
+                "a UDP port from 1 to 65535",
+                "0".into(),
+            ));
+        }
+        if !t.address.addr().is_ipv4() {
+            return Err(invalid(
+                "tunnel.address",
+                "an IPv4 address with prefix, like 10.77.0.1/24",
+                t.address.to_string(),
+            ));
+        }
+        if t.address.prefix() > 30 || t.address.is_network_address() {
+            return Err(invalid(
+                "tunnel.address",
+                "a host address inside a subnet of /30 or larger, like 10.77.0.1/24",
+                t.address.to_string(),
+            ));
+        }
+        if let Some(a6) = t.address6 {
+            if a6.addr().is_ipv4() || a6.prefix() > 126 {
+                return Err(invalid(
+                    "tunnel.address6",
+                    "an IPv6 address with prefix of /126 or larger, like fd77::1/64",
+                    a6.to_string(),
+                ));
+            }
+        }
+        if !(1280..=9000).contains(&t.mtu) {
+            return Err(invalid("tunnel.mtu", "an MTU from 1280 to 9000", t.mtu.to_string()));
+        }
+        if t.public_endpoint.rsplit_once(':').is_none_or(|(host, port)| {
+            host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0)
+        }) {
+            return Err(invalid(
+                "tunnel.public_endpoint",
+                "host:port that remote peers use to reach the gateway, like vpn.example.net:51820",
+                format!("{:?}", t.public_endpoint),
+            ));
+        }
+        let mut ports = std::collections::BTreeMap::new();
+        for (table, list) in [("tunnel.service", &mut t.services), ("tunnel.forward", &mut t.forwards)] {
+            for (i, s) in list.iter_mut().enumerate() {
+                let key = format!("{table}[{i}]");
+                if s.port == 0 {
+                    return Err(invalid(&format!("{key}.port"), "a TCP port from 1 to 65535", "0".into()));
+                }
+                if let Some(other) = ports.insert(s.port, key.clone()) {
+                    return Err(invalid(
+                        &format!("{key}.port"),
+                        &format!("a tunnel port not already used by {other}"),
+                        s.port.to_string(),
+                    ));
+                }
+                if s.roles.is_empty() {
+                    s.roles = if table == "tunnel.service" {
+                        Role::ALL.to_vec()
+                    } else {
+                        vec![Role::Admin]
+                    };
+                }
+            }
+        }
+        if t.peers_file.as_os_str().is_empty() {
+            t.peers_file = self.general.data_dir.join(format!("{}.conf", t.interface));
+        }
+        Ok(())
+    }
+
+    /// The UAPI socket path of the tunnel interface.
+    pub fn uapi_socket(&self) -> PathBuf {
+        self.tunnel
+            .uapi_dir
+            .join(format!("{}.sock", self.tunnel.interface))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn documented_defaults_match_code() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/gatehouse.toml");
+        let loaded = Config::load(&path).unwrap();
+        let mut expected = Config::default();
+        expected.validate(&path).unwrap();
+        assert_eq!(loaded, expected);
+    }
+
+    #[test]
+    fn dev_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/dev.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.tunnel.mode, TunnelMode::Userspace);
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let e = parse("[tunnel]\nlisten_prot = 5\n").unwrap_err().to_string();
+        assert!(e.starts_with("test.toml: key `tunnel"), "{e}");
+        assert!(e.contains("listen_prot"), "{e}");
+        assert!(e.contains("listen_port"), "expected keys listed: {e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let e = parse("[tunnel]\nlisten_port = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("`tunnel.listen_port`"), "{e}");
+        assert!(e.contains("u16"), "{e}");
+    }
+
+    #[test]
+    fn bad_cidr_names_key_and_expectation() {
+        let e = parse("[tunnel]\naddress = \"10.0.0.1\"\n").unwrap_err().to_string();
+        assert!(e.contains("`tunnel.address`"), "{e}");
+        assert!(e.contains("prefix"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_rejected() {
+        let e = parse("[tunnel]\nmtu = 100\n").unwrap_err().to_string();
+        assert_eq!(e, "test.toml: key `tunnel.mtu`: expected an MTU from 1280 to 9000, found 100");
+        let e = parse("[tunnel]\naddress = \"10.0.0.0/24\"\n").unwrap_err().to_string();
+        assert!(e.contains("host address"), "{e}");
+        let e = parse("[tunnel]\npublic_endpoint = \"nohost\"\n").unwrap_err().to_string();
+        assert!(e.contains("tunnel.public_endpoint"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_tunnel_port_rejected() {
+        let e = parse(
+            "[[tunnel.service]]\nname='a'\nport=80\ntarget='127.0.0.1:1'\n\
+             [[tunnel.forward]]\nname='b'\nport=80\ntarget='127.0.0.1:2'\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("tunnel.forward[0].port"), "{e}");
+        assert!(e.contains("tunnel.service[0]"), "{e}");
+    }
+
+    #[test]
+    fn role_defaults_filled() {
+        let c = parse(
+            "[[tunnel.service]]\nname='a'\nport=80\ntarget='127.0.0.1:1'\n\
+             [[tunnel.forward]]\nname='b'\nport=81\ntarget='127.0.0.1:2'\n",
+        )
+        .unwrap();
+        assert_eq!(c.tunnel.services[0].roles, Role::ALL.to_vec());
+        assert_eq!(c.tunnel.forwards[0].roles, vec![Role::Admin]);
+        assert_eq!(c.tunnel.peers_file, PathBuf::from("/var/lib/gatehouse/wg0.conf"));
+    }
+
+    #[test]
+    fn bad_enum_value_lists_choices() {
+        let e = parse("[tunnel]\nmode = \"kernel\"\n").unwrap_err().to_string();
+        assert!(e.contains("`tunnel.mode`"), "{e}");
+        assert!(e.contains("tun") && e.contains("userspace"), "{e}");
+    }
+}

@@ -1,0 +1,10 @@
+//! Gatehouse's WireGuard endpoint.
+//!
+//! boringtun's `noise::Tunn` does the protocol (handshakes, sessions, timers); everything
+//! around it is ours: the peer table and allowed-IPs routing, roles, the two data planes
+//! (a kernel TUN device, or an in-process smoltcp stack), the cross-platform UAPI socket
+//! that `wg` talks to, and the peer store in WireGuard's own config format.
+
+pub mod keys;
+
+pub use keys::{Key, KeyError};
