@@ -8,3 +8,10 @@
 pub mod keys;
 
 pub use keys::{Key, KeyError};
+pub mod allowed_ips;
+pub mod device;
+pub mod policy;
+pub mod dataplane;
+pub mod netstack;
+pub mod tun;
+pub mod udp;
