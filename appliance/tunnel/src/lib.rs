@@ -15,3 +15,4 @@ pub mod dataplane;
 pub mod netstack;
 pub mod tun;
 pub mod udp;
+pub mod firewall;
