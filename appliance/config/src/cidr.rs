@@ -156,12 +156,23 @@ mod tests {
         let c6: Cidr = "fd77::1/64".parse().unwrap();
         assert!(c6.contains("fd77::ffff".parse().unwrap()));
         assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().size(), 1 << 32);
-        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!("0.0.0.0/0"
+            .parse::<Cidr>()
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
     }
 
     #[test]
     fn rejects_bad_input() {
-        for bad in ["10.0.0.1", "10.0.0.1/33", "10.0.0.1/", "x/3", "::/129", "1.2.3.4/+1", "1.2.3.4/0001"] {
+        for bad in [
+            "10.0.0.1",
+            "10.0.0.1/33",
+            "10.0.0.1/",
+            "x/3",
+            "::/129",
+            "1.2.3.4/+1",
+            "1.2.3.4/0001",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
     }

@@ -45,7 +45,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration of a box.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub general: General,
@@ -173,7 +173,9 @@ impl std::str::FromStr for Role {
         match s {
             "admin" => Ok(Role::Admin),
             "installer" => Ok(Role::Installer),
-            other => Err(format!("unknown role `{other}`: expected admin or installer")),
+            other => Err(format!(
+                "unknown role `{other}`: expected admin or installer"
+            )),
         }
     }
 }
@@ -224,16 +226,6 @@ impl Default for Hub {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            general: General::default(),
-            tunnel: Tunnel::default(),
-            hub: Hub::default(),
-        }
-    }
-}
-
 impl Config {
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -252,7 +244,11 @@ impl Config {
             let message = e.into_inner().to_string();
             ConfigError::Syntax {
                 file: file.to_owned(),
-                key: if key == "." { "(top level)".into() } else { key },
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
                 message: message.trim().replace('\n', " ").replace("  ", " "),
             }
         })?;
@@ -270,8 +266,7 @@ impl Config {
         let t = &mut self.tunnel;
         let name_ok = !t.interface.is_empty()
             && t.interface.len() < 16
-            && t
-                .interface
+            && t.interface
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
         if !name_ok {
@@ -312,11 +307,18 @@ impl Config {
             }
         }
         if !(1280..=9000).contains(&t.mtu) {
-            return Err(invalid("tunnel.mtu", "an MTU from 1280 to 9000", t.mtu.to_string()));
+            return Err(invalid(
+                "tunnel.mtu",
+                "an MTU from 1280 to 9000",
+                t.mtu.to_string(),
+            ));
         }
-        if t.public_endpoint.rsplit_once(':').is_none_or(|(host, port)| {
-            host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0)
-        }) {
+        if t.public_endpoint
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| {
+                host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0)
+            })
+        {
             return Err(invalid(
                 "tunnel.public_endpoint",
                 "host:port that remote peers use to reach the gateway, like vpn.example.net:51820",
@@ -324,11 +326,18 @@ impl Config {
             ));
         }
         let mut ports = std::collections::BTreeMap::new();
-        for (table, list) in [("tunnel.service", &mut t.services), ("tunnel.forward", &mut t.forwards)] {
+        for (table, list) in [
+            ("tunnel.service", &mut t.services),
+            ("tunnel.forward", &mut t.forwards),
+        ] {
             for (i, s) in list.iter_mut().enumerate() {
                 let key = format!("{table}[{i}]");
                 if s.port == 0 {
-                    return Err(invalid(&format!("{key}.port"), "a TCP port from 1 to 65535", "0".into()));
+                    return Err(invalid(
+                        &format!("{key}.port"),
+                        "a TCP port from 1 to 65535",
+                        "0".into(),
+                    ));
                 }
                 if let Some(other) = ports.insert(s.port, key.clone()) {
                     return Err(invalid(
@@ -386,7 +395,9 @@ mod tests {
 
     #[test]
     fn unknown_key_names_file_and_key() {
-        let e = parse("[tunnel]\nlisten_prot = 5\n").unwrap_err().to_string();
+        let e = parse("[tunnel]\nlisten_prot = 5\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("test.toml: key `tunnel"), "{e}");
         assert!(e.contains("listen_prot"), "{e}");
         assert!(e.contains("listen_port"), "expected keys listed: {e}");
@@ -394,14 +405,18 @@ mod tests {
 
     #[test]
     fn wrong_type_names_key() {
-        let e = parse("[tunnel]\nlisten_port = \"x\"\n").unwrap_err().to_string();
+        let e = parse("[tunnel]\nlisten_port = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`tunnel.listen_port`"), "{e}");
         assert!(e.contains("u16"), "{e}");
     }
 
     #[test]
     fn bad_cidr_names_key_and_expectation() {
-        let e = parse("[tunnel]\naddress = \"10.0.0.1\"\n").unwrap_err().to_string();
+        let e = parse("[tunnel]\naddress = \"10.0.0.1\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`tunnel.address`"), "{e}");
         assert!(e.contains("prefix"), "{e}");
     }
@@ -409,10 +424,17 @@ mod tests {
     #[test]
     fn out_of_range_values_rejected() {
         let e = parse("[tunnel]\nmtu = 100\n").unwrap_err().to_string();
-        assert_eq!(e, "test.toml: key `tunnel.mtu`: expected an MTU from 1280 to 9000, found 100");
-        let e = parse("[tunnel]\naddress = \"10.0.0.0/24\"\n").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "test.toml: key `tunnel.mtu`: expected an MTU from 1280 to 9000, found 100"
+        );
+        let e = parse("[tunnel]\naddress = \"10.0.0.0/24\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("host address"), "{e}");
-        let e = parse("[tunnel]\npublic_endpoint = \"nohost\"\n").unwrap_err().to_string();
+        let e = parse("[tunnel]\npublic_endpoint = \"nohost\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tunnel.public_endpoint"), "{e}");
     }
 
@@ -437,12 +459,17 @@ mod tests {
         .unwrap();
         assert_eq!(c.tunnel.services[0].roles, Role::ALL.to_vec());
         assert_eq!(c.tunnel.forwards[0].roles, vec![Role::Admin]);
-        assert_eq!(c.tunnel.peers_file, PathBuf::from("/var/lib/gatehouse/wg0.conf"));
+        assert_eq!(
+            c.tunnel.peers_file,
+            PathBuf::from("/var/lib/gatehouse/wg0.conf")
+        );
     }
 
     #[test]
     fn bad_enum_value_lists_choices() {
-        let e = parse("[tunnel]\nmode = \"kernel\"\n").unwrap_err().to_string();
+        let e = parse("[tunnel]\nmode = \"kernel\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`tunnel.mode`"), "{e}");
         assert!(e.contains("tun") && e.contains("userspace"), "{e}");
     }

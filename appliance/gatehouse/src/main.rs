@@ -1,1 +1,157 @@
-fn main() {}
+//! `gatehouse`: one binary, a subcommand per service (busybox style). Each subcommand
+//! parses its arguments, loads the configuration and calls into a library crate.
+
+mod peer_cmd;
+mod signals;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use gatehouse_config::{Config, LogFormat};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Gatehouse site-security gateway: WireGuard access for remote admins, gate access control, alerts",
+    long_about = None
+)]
+struct Cli {
+    /// Configuration file (TOML); every key is documented in config/gatehouse.toml.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "GATEHOUSE_CONFIG",
+        default_value = "/etc/gatehouse/gatehouse.toml"
+    )]
+    config: PathBuf,
+    /// Log JSON objects instead of plain lines.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service in one process tree (development and demos): tunnel and hub.
+    Up,
+    /// Run the WireGuard endpoint configured by [tunnel] and the peer store (the box's
+    /// `gatehouse-tunnel` unit). SIGHUP reloads the peer store.
+    Tunnel,
+    /// Run the hub: the console and JSON API on hub.http_listen.
+    Hub,
+    /// A WireGuard userspace implementation driven by `wg` and wg-quick exactly like
+    /// wireguard-go: creates the TUN device IFNAME, serves /var/run/wireguard/IFNAME.sock,
+    /// and goes to the background unless -f or WG_PROCESS_FOREGROUND=1.
+    Wg {
+        /// Stay in the foreground.
+        #[arg(short = 'f', long = "foreground")]
+        foreground: bool,
+        /// Interface name.
+        ifname: String,
+    },
+    /// Manage remote peers (admins and installers) in the peer store.
+    #[command(subcommand)]
+    Peer(peer_cmd::PeerCommand),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("gatehouse: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        // journald stamps the time itself.
+        b.without_time().init();
+    }
+}
+
+fn load(cli: &Cli) -> Result<Config> {
+    Ok(Config::load(&cli.config)?)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Wg { foreground, ifname } => {
+            let fg = *foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
+            init_logging(cli.log_json);
+            gatehouse_tunnel::wg_compat::run(ifname, fg, &signals::stop_requested)
+                .map_err(Into::into)
+        }
+        Command::Peer(cmd) => {
+            let config = load(&cli)?;
+            peer_cmd::run(&config, cmd)
+        }
+        Command::Tunnel => {
+            let config = load(&cli)?;
+            init_logging(cli.log_json || config.general.log_format == LogFormat::Json);
+            run_tunnel(&config)
+        }
+        Command::Hub => {
+            let config = load(&cli)?;
+            init_logging(cli.log_json || config.general.log_format == LogFormat::Json);
+            run_hub(config)
+        }
+        Command::Up => {
+            let config = load(&cli)?;
+            init_logging(cli.log_json || config.general.log_format == LogFormat::Json);
+            std::fs::create_dir_all(&config.general.data_dir).with_context(|| {
+                format!(
+                    "cannot create data_dir {}",
+                    config.general.data_dir.display()
+                )
+            })?;
+            let hub_config = config.clone();
+            let hub = std::thread::Builder::new()
+                .name("hub".into())
+                .spawn(move || run_hub(hub_config))?;
+            let tunnel = run_tunnel(&config);
+            signals::request_stop();
+            let hub = hub
+                .join()
+                .map_err(|_| anyhow::anyhow!("hub thread panicked"))?;
+            tunnel.and(hub)
+        }
+    }
+}
+
+fn run_tunnel(config: &Config) -> Result<()> {
+    let service = gatehouse_tunnel::service::TunnelService::start(config)?;
+    tracing::info!(
+        interface = %config.tunnel.interface,
+        mode = ?config.tunnel.mode,
+        port = config.tunnel.listen_port,
+        "tunnel up"
+    );
+    while let signals::Event::Reload = signals::wait()? {
+        match service.reload() {
+            Ok(n) => tracing::info!(peers = n, "peer store reloaded"),
+            Err(e) => tracing::error!(error = %e, "reload failed; keeping the running peers"),
+        }
+    }
+    service.stop();
+    tracing::info!("tunnel stopped");
+    Ok(())
+}
+
+fn run_hub(config: Config) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(gatehouse_hub::serve(&config, signals::stopped()))?;
+    Ok(())
+}

@@ -37,7 +37,10 @@ async fn index() -> axum::response::Html<String> {
 }
 
 /// Serves the hub until `shutdown` completes.
-pub async fn serve(config: &Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), HubError> {
+pub async fn serve(
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HubError> {
     let addr = config.hub.http_listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

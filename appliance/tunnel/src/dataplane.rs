@@ -69,12 +69,16 @@ impl DataPlane {
         {
             let (device, socket, side, stop) =
                 (device.clone(), socket.clone(), side.clone(), stop.clone());
-            threads.push(spawn("udp-rx", move || udp_rx(&device, &socket, &side, &stop))?);
+            threads.push(spawn("udp-rx", move || {
+                udp_rx(&device, &socket, &side, &stop)
+            })?);
         }
         if let TunnelSide::Tun(tun) = &side {
             let (device, socket, tun, stop) =
                 (device.clone(), socket.clone(), tun.clone(), stop.clone());
-            threads.push(spawn("tun-rx", move || tun_rx(&device, &socket, &tun, &stop))?);
+            threads.push(spawn("tun-rx", move || {
+                tun_rx(&device, &socket, &tun, &stop)
+            })?);
         }
         {
             let (device, socket, stop) = (device.clone(), socket.clone(), stop.clone());

@@ -270,7 +270,10 @@ impl Device {
     }
 
     fn policy(&self) -> Option<Arc<Policy>> {
-        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn set_policy(&self, policy: Option<Policy>) {
@@ -282,7 +285,10 @@ impl Device {
     }
 
     pub fn public_key(&self) -> Option<Key> {
-        self.read().identity.as_ref().map(|i| Key(i.public.to_bytes()))
+        self.read()
+            .identity
+            .as_ref()
+            .map(|i| Key(i.public.to_bytes()))
     }
 
     /// Sets (or with None removes) the device's private key. Sessions restart; a peer
@@ -292,7 +298,10 @@ impl Device {
         if st.identity.as_ref().map(|i| i.key) == key {
             return;
         }
-        st.identity = key.filter(|k| !k.is_zero()).map(|key| {
+        st.identity = key.filter(|k| !k.is_zero()).map(|mut key| {
+            // Curve25519 clamping, so `wg show` reports what is really used (as wireguard-go).
+            key.0[0] &= 248;
+            key.0[31] = (key.0[31] & 127) | 64;
             let secret = key.secret();
             let public = x25519::PublicKey::from(&secret);
             Identity {
@@ -393,7 +402,12 @@ impl Device {
         let mut st = self.write();
         let own = st.identity.as_ref().map(|i| Key(i.public.to_bytes()));
         let keep: std::collections::HashSet<Key> = configs.iter().map(|c| c.public_key).collect();
-        let gone: Vec<Key> = st.peers.keys().filter(|k| !keep.contains(k)).copied().collect();
+        let gone: Vec<Key> = st
+            .peers
+            .keys()
+            .filter(|k| !keep.contains(k))
+            .copied()
+            .collect();
         for k in gone {
             if let Some(p) = st.peers.remove(&k) {
                 st.by_index.remove(&p.index);
@@ -415,6 +429,11 @@ impl Device {
         f(&mut config);
         self.upsert_peer(config);
         true
+    }
+
+    /// The configuration of one peer.
+    pub fn peer_config(&self, key: &Key) -> Option<PeerConfig> {
+        self.read().peers.get(key).map(|p| p.config().clone())
     }
 
     pub fn peer_keys(&self) -> Vec<Key> {
@@ -456,7 +475,10 @@ impl Device {
             bump(&self.counters.no_private_key);
             return;
         };
-        let parsed = match id.rate_limiter.verify_packet(Some(from.ip()), datagram, buf) {
+        let parsed = match id
+            .rate_limiter
+            .verify_packet(Some(from.ip()), datagram, buf)
+        {
             Ok(p) => p,
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 bump(&self.counters.cookie_replies);
@@ -643,7 +665,20 @@ pub(crate) mod tests {
     /// A minimal IPv4 packet (UDP, no payload check) from `src` to `dst`.
     pub(crate) fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
         let len = 20 + payload.len();
-        let mut p = vec![0x45, 0, (len >> 8) as u8, len as u8, 0, 0, 0x40, 0, 64, proto, 0, 0];
+        let mut p = vec![
+            0x45,
+            0,
+            (len >> 8) as u8,
+            len as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            proto,
+            0,
+            0,
+        ];
         p.extend_from_slice(&src);
         p.extend_from_slice(&dst);
         p.extend_from_slice(payload);
@@ -704,7 +739,10 @@ pub(crate) mod tests {
                 moved = true;
             }
             while let Some((to, d)) = gw_io.sent.pop_front() {
-                assert_eq!(to, client_from, "gateway answers where the client last spoke from");
+                assert_eq!(
+                    to, client_from,
+                    "gateway answers where the client last spoke from"
+                );
                 p.client.handle_datagram(p.gw_addr, &d, &mut buf, client_io);
                 moved = true;
             }
@@ -727,7 +765,11 @@ pub(crate) mod tests {
         let ping = ipv4([10, 0, 0, 2], [10, 0, 0, 1], 1, &[8, 0, 0, 0]);
         p.client.handle_packet(&ping, &mut buf, &mut c);
         pump(&p, &mut g, &mut c, p.client_addr);
-        assert_eq!(g.delivered.pop_front().unwrap(), ping, "queued packet arrives after handshake");
+        assert_eq!(
+            g.delivered.pop_front().unwrap(),
+            ping,
+            "queued packet arrives after handshake"
+        );
         let reply = ipv4([10, 0, 0, 1], [10, 0, 0, 2], 1, &[0, 0, 0, 0]);
         p.gw.handle_packet(&reply, &mut buf, &mut g);
         pump(&p, &mut g, &mut c, p.client_addr);

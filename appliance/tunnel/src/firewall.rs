@@ -18,10 +18,18 @@ use std::process::{Command, Stdio};
 pub const TABLE: &str = "gatehouse";
 
 /// The ruleset for interface `ifname`, with each role's peer addresses.
-pub fn ruleset(ifname: &str, tunnel_net: Cidr, policy: &Policy, members: &[(Role, Cidr)]) -> String {
+pub fn ruleset(
+    ifname: &str,
+    tunnel_net: Cidr,
+    policy: &Policy,
+    members: &[(Role, Cidr)],
+) -> String {
     let mut r = String::new();
     // Creating then deleting makes the delete valid on first use; all one transaction.
-    let _ = writeln!(r, "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{");
+    let _ = writeln!(
+        r,
+        "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{"
+    );
     for role in Role::ALL {
         for (fam, v4) in [("4", true), ("6", false)] {
             let elems: Vec<String> = members
@@ -39,7 +47,10 @@ pub fn ruleset(ifname: &str, tunnel_net: Cidr, policy: &Policy, members: &[(Role
     }
     let _ = writeln!(r, "  counter denied {{}}");
     let gw4 = policy.gateway_v4();
-    let _ = writeln!(r, "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;");
+    let _ = writeln!(
+        r,
+        "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;"
+    );
     for e in policy.entries() {
         let target = if e.target.ip().is_loopback() {
             format!("redirect to :{}", e.target.port())
@@ -48,10 +59,18 @@ pub fn ruleset(ifname: &str, tunnel_net: Cidr, policy: &Policy, members: &[(Role
         } else {
             format!("dnat ip6 to {}", e.target)
         };
-        let _ = writeln!(r, "    iifname \"{ifname}\" ip daddr {gw4} tcp dport {} {target}", e.port);
+        let _ = writeln!(
+            r,
+            "    iifname \"{ifname}\" ip daddr {gw4} tcp dport {} {target}",
+            e.port
+        );
         if let Some(gw6) = policy.gateway_v6() {
             if e.target.ip().is_loopback() {
-                let _ = writeln!(r, "    iifname \"{ifname}\" ip6 daddr {gw6} tcp dport {} {target}", e.port);
+                let _ = writeln!(
+                    r,
+                    "    iifname \"{ifname}\" ip6 daddr {gw6} tcp dport {} {target}",
+                    e.port
+                );
             }
         }
     }
@@ -117,7 +136,10 @@ pub fn check(rules: &str) -> io::Result<()> {
 
 /// Removes the table (on shutdown).
 pub fn remove() -> io::Result<()> {
-    nft(&["-f", "-"], &format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"))
+    nft(
+        &["-f", "-"],
+        &format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"),
+    )
 }
 
 fn nft(args: &[&str], input: &str) -> io::Result<()> {
@@ -127,7 +149,14 @@ fn nft(args: &[&str], input: &str) -> io::Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot run nft (install nftables, or set tunnel.firewall = \"none\"): {e}")))?;
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot run nft (install nftables, or set tunnel.firewall = \"none\"): {e}"
+                ),
+            )
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(input.as_bytes())?;
     }
@@ -169,14 +198,35 @@ mod tests {
             (Role::Admin, "fd77::2/128".parse().unwrap()),
         ];
         let r = ruleset("wg0", c.tunnel.address, &p, &members);
-        assert!(r.contains("set admin4 { type ipv4_addr; flags interval; elements = { 10.77.0.2/32 } }"), "{r}");
-        assert!(r.contains("set installer4 { type ipv4_addr; flags interval; elements = { 10.77.0.3/32 } }"), "{r}");
-        assert!(r.contains("set installer6 { type ipv6_addr; flags interval; }"), "{r}");
+        assert!(
+            r.contains(
+                "set admin4 { type ipv4_addr; flags interval; elements = { 10.77.0.2/32 } }"
+            ),
+            "{r}"
+        );
+        assert!(
+            r.contains(
+                "set installer4 { type ipv4_addr; flags interval; elements = { 10.77.0.3/32 } }"
+            ),
+            "{r}"
+        );
+        assert!(
+            r.contains("set installer6 { type ipv6_addr; flags interval; }"),
+            "{r}"
+        );
         assert!(r.contains("tcp dport 80 redirect to :8080"), "{r}");
-        assert!(r.contains("tcp dport 554 dnat ip to 192.168.1.20:554"), "{r}");
+        assert!(
+            r.contains("tcp dport 554 dnat ip to 192.168.1.20:554"),
+            "{r}"
+        );
         assert!(r.contains("ip saddr @admin4 meta l4proto tcp ct status dnat ct original proto-dst { 80, 554 } accept"), "{r}");
         assert!(r.contains("ip saddr @installer4 meta l4proto tcp ct status dnat ct original proto-dst { 80 } accept"), "{r}");
-        assert!(!r.contains("@installer4 meta l4proto tcp ct status dnat ct original proto-dst { 80, 554 }"), "{r}");
+        assert!(
+            !r.contains(
+                "@installer4 meta l4proto tcp ct status dnat ct original proto-dst { 80, 554 }"
+            ),
+            "{r}"
+        );
     }
 
     /// `nft -c` parses and type-checks the ruleset without touching the kernel's rules.

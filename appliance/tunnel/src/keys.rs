@@ -15,7 +15,9 @@ pub struct Key(pub [u8; 32]);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
-    #[error("a WireGuard key is 44 characters of base64 (as `wg genkey` prints), found {0} characters")]
+    #[error(
+        "a WireGuard key is 44 characters of base64 (as `wg genkey` prints), found {0} characters"
+    )]
     Base64Length(usize),
     #[error("a WireGuard key is base64 (as `wg genkey` prints); this is not valid base64")]
     Base64,

@@ -8,11 +8,18 @@
 pub mod keys;
 
 pub use keys::{Key, KeyError};
+pub mod admin;
 pub mod allowed_ips;
-pub mod device;
-pub mod policy;
+pub mod client_config;
+pub mod control;
 pub mod dataplane;
-pub mod netstack;
-pub mod tun;
-pub mod udp;
+pub mod device;
 pub mod firewall;
+pub mod netstack;
+pub mod peer_store;
+pub mod policy;
+pub mod service;
+pub mod tun;
+pub mod uapi;
+pub mod udp;
+pub mod wg_compat;

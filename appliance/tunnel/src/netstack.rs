@@ -276,7 +276,8 @@ impl Stack {
             self.iface.poll(now, &mut self.pipe, &mut self.sockets);
             self.accept();
             self.relay();
-            self.iface.poll(self.now(), &mut self.pipe, &mut self.sockets);
+            self.iface
+                .poll(self.now(), &mut self.pipe, &mut self.sockets);
             for p in self.pipe.tx.drain(..) {
                 self.device
                     .handle_packet(&p, &mut buf, &mut EncryptIo { sends: &mut sends });

@@ -166,7 +166,9 @@ mod tests {
 
     /// IPv4 header (20 bytes) + the start of a TCP header with `port`.
     fn tcp4(dst: [u8; 4], port: u16) -> Vec<u8> {
-        let mut p = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, PROTO_TCP, 0, 0, 10, 77, 0, 2];
+        let mut p = vec![
+            0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, PROTO_TCP, 0, 0, 10, 77, 0, 2,
+        ];
         p.extend_from_slice(&dst);
         p.extend_from_slice(&[0x30, 0x39]);
         p.extend_from_slice(&port.to_be_bytes());
@@ -183,13 +185,18 @@ mod tests {
         assert_eq!(p.check(Role::Installer, &tcp4(gw, 80)), Ok(()));
         assert_eq!(p.check(Role::Installer, &tcp4(gw, 554)), Err(Denial::Port));
         assert_eq!(p.check(Role::Admin, &tcp4(gw, 22)), Err(Denial::Port));
-        assert_eq!(p.check(Role::Admin, &tcp4([10, 77, 0, 3], 80)), Err(Denial::Destination));
+        assert_eq!(
+            p.check(Role::Admin, &tcp4([10, 77, 0, 3], 80)),
+            Err(Denial::Destination)
+        );
     }
 
     #[test]
     fn ping_allowed_other_protocols_not() {
         let p = policy();
-        let mut icmp = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, PROTO_ICMP, 0, 0, 10, 77, 0, 2, 10, 77, 0, 1];
+        let mut icmp = vec![
+            0x45, 0, 0, 28, 0, 0, 0, 0, 64, PROTO_ICMP, 0, 0, 10, 77, 0, 2, 10, 77, 0, 1,
+        ];
         icmp.extend_from_slice(&[ICMP_ECHO_REQUEST, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(p.check(Role::Installer, &icmp), Ok(()));
         icmp[9] = 17; // UDP

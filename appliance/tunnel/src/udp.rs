@@ -30,7 +30,10 @@ impl UdpEndpoint {
         let (sock, v6) = match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))) {
             Ok(s) => (s, true),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
-            Err(_) => (UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port)))?, false),
+            Err(_) => (
+                UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port)))?,
+                false,
+            ),
         };
         set_buffer_sizes(sock.as_raw_fd());
         Ok(UdpEndpoint { sock, v6 })
@@ -255,7 +258,10 @@ fn read_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
             // SAFETY: the family says the storage holds a sockaddr_in.
             let a: &libc::sockaddr_in = unsafe { &*(s as *const libc::sockaddr_storage).cast() };
             let ip = std::net::Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes());
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6.
@@ -264,7 +270,12 @@ fn read_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
             let port = u16::from_be(a.sin6_port);
             Some(match ip.to_ipv4_mapped() {
                 Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
-                None => SocketAddr::V6(SocketAddrV6::new(ip, port, a.sin6_flowinfo, a.sin6_scope_id)),
+                None => SocketAddr::V6(SocketAddrV6::new(
+                    ip,
+                    port,
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                )),
             })
         }
         _ => None,
@@ -316,7 +327,9 @@ mod tests {
     fn batch_round_trip_over_loopback() {
         let a = UdpEndpoint::bind(0).unwrap();
         let b = UdpEndpoint::bind(0).unwrap();
-        let to: SocketAddr = format!("127.0.0.1:{}", b.local_port().unwrap()).parse().unwrap();
+        let to: SocketAddr = format!("127.0.0.1:{}", b.local_port().unwrap())
+            .parse()
+            .unwrap();
         let mut out = SendBatch::default();
         for i in 0..40u8 {
             out.push(to, &vec![i; usize::from(i) + 1]);
@@ -326,7 +339,10 @@ mod tests {
         let mut got = Vec::new();
         let mut rb = RecvBatch::default();
         while got.len() < 40 {
-            assert!(b.wait_readable(Duration::from_secs(2)).unwrap(), "datagrams arrive");
+            assert!(
+                b.wait_readable(Duration::from_secs(2)).unwrap(),
+                "datagrams arrive"
+            );
             b.recv_batch(&mut rb).unwrap();
             for (from, d) in rb.iter() {
                 assert_eq!(from.ip(), "127.0.0.1".parse::<std::net::IpAddr>().unwrap());

@@ -1,0 +1,61 @@
+# Gatehouse: every workflow is a make target. `make run` and `make test` are the two that
+# matter day to day; both install what is missing first (scripts/deps.sh, idempotent).
+
+CARGO ?= cargo
+GATEHOUSE := target/release/gatehouse
+DEV_CONFIG := config/dev.toml
+
+# The workflows are sequences (deps, then build, then run); never interleave them under -j.
+.NOTPARALLEL:
+
+.PHONY: help deps deps-bench build run test fmt fmt-check clippy nextest test-timers \
+	bench-tunnel clean
+
+help:
+	@echo "make run           install what is missing, build, run every service (gatehouse up, $(DEV_CONFIG))"
+	@echo "make test          install what is missing, then fmt check, clippy, all tests (nextest)"
+	@echo "make deps          install missing Debian packages and cargo-nextest (idempotent)"
+	@echo "make build         cargo build --release -p gatehouse"
+	@echo "make bench-tunnel  WireGuard throughput/CPU benchmark against wireguard-go and boringtun-cli (root)"
+	@echo "make fmt | clippy | clean"
+
+deps:
+	@CARGO="$(CARGO)" scripts/deps.sh
+
+# The benchmark's extra peer, boringtun-cli, goes into target/tools (not the machine's PATH).
+deps-bench:
+	@CARGO="$(CARGO)" scripts/deps.sh bench
+
+build: deps
+	$(CARGO) build --release -p gatehouse
+
+run: build
+	$(GATEHOUSE) --config $(DEV_CONFIG) up
+
+test: deps fmt-check clippy nextest test-timers
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+# The second pass lints the fake-clock timer tests, which the first skips (required-features).
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p gatehouse-tunnel --all-targets --features fake-clock -- -D warnings
+
+nextest:
+	$(CARGO) nextest run --workspace --no-tests=fail
+
+# The fake-clock timer tests in their own invocation: the feature swaps boringtun's clock
+# for a mock one and must never be unified into a build that links the gatehouse binary.
+test-timers:
+	$(CARGO) nextest run -p gatehouse-tunnel --features fake-clock --test timers --no-tests=fail
+
+bench-tunnel: deps-bench
+	$(CARGO) build --release -p gatehouse
+	scripts/bench-tunnel.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,239 @@
+//! What `gatehouse peer ...` does: edits the peer store and tells a running
+//! `gatehouse tunnel` to apply it (SIGHUP to the pid in its pid file), so changes are live.
+
+#![allow(unsafe_code)] // kill(2) to signal the running tunnel; no memory is involved.
+
+use crate::client_config::ClientConfig;
+use crate::keys::Key;
+use crate::peer_store::{parse_expiry, validate_name, PeerStore, StoreError, StoredPeer};
+use crate::service::pid_file;
+use crate::uapi::{self, DeviceInfo};
+use gatehouse_config::{Cidr, Config, Role};
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no peer named {0:?}; `gatehouse peer list` shows the names")]
+    NoSuchPeer(String),
+    #[error("a peer named {0:?} exists already; choose another name or remove it first")]
+    NameTaken(String),
+    #[error("that public key belongs to peer {0:?} already")]
+    KeyTaken(String),
+    #[error("no free address left in {0}; widen tunnel.address or remove peers")]
+    Full(Cidr),
+}
+
+/// Whether a change reached a running tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Sent SIGHUP to this pid.
+    Live(u32),
+    /// No tunnel running; the change applies when it starts.
+    Stored,
+}
+
+/// What `peer add` was asked for.
+#[derive(Debug, Clone)]
+pub struct NewPeer {
+    pub name: String,
+    pub role: Role,
+    pub expires: Option<String>,
+    pub public_key: Option<String>,
+}
+
+/// What `peer add` produced.
+#[derive(Debug)]
+pub struct Added {
+    pub client: ClientConfig,
+    pub addresses: Vec<IpAddr>,
+    pub applied: Applied,
+}
+
+/// Adds a peer: allocates its addresses, generates its keys unless a public key is given,
+/// saves the store and applies it live.
+pub fn add_peer(config: &Config, new: &NewPeer) -> Result<Added, AdminError> {
+    validate_name(&new.name).map_err(AdminError::Invalid)?;
+    let expires = match &new.expires {
+        Some(s) => {
+            Some(parse_expiry(s).map_err(|e| AdminError::Invalid(format!("--expires: {e}")))?)
+        }
+        None => None,
+    };
+    let (private_key, public_key) = match &new.public_key {
+        Some(k) => {
+            let k = Key::from_base64(k)
+                .map_err(|e| AdminError::Invalid(format!("--public-key: {e}")))?;
+            (None, k)
+        }
+        None => {
+            let k = Key::generate_private();
+            (Some(k), k.public())
+        }
+    };
+    let t = &config.tunnel;
+    let mut store = PeerStore::load_or_create(&t.peers_file, t.listen_port)?;
+    if store.find(&new.name).is_some() {
+        return Err(AdminError::NameTaken(new.name.clone()));
+    }
+    if let Some(p) = store.peers.iter().find(|p| p.public_key == public_key) {
+        return Err(AdminError::KeyTaken(
+            p.name.clone().unwrap_or_else(|| p.public_key.to_base64()),
+        ));
+    }
+    if public_key == store.private_key.public() {
+        return Err(AdminError::Invalid(
+            "--public-key: that is the gateway's own key".into(),
+        ));
+    }
+    let mut addresses = vec![store
+        .next_free_address(t.address, t.address.addr())
+        .ok_or(AdminError::Full(t.address))?];
+    if let Some(a6) = t.address6 {
+        addresses.push(
+            store
+                .next_free_address(a6, a6.addr())
+                .ok_or(AdminError::Full(a6))?,
+        );
+    }
+    let psk = Key::generate_preshared();
+    store.peers.push(StoredPeer {
+        public_key,
+        preshared_key: Some(psk),
+        allowed_ips: addresses.iter().map(|a| Cidr::host(*a)).collect(),
+        endpoint: None,
+        persistent_keepalive: None,
+        name: Some(new.name.clone()),
+        role: new.role,
+        expires,
+        disabled: false,
+    });
+    store.save(&t.peers_file)?;
+
+    let mut allowed_ips = vec![t.address.network()];
+    allowed_ips.extend(t.address6.map(|a| a.network()));
+    if new.role == Role::Admin {
+        allowed_ips.extend(t.client_routes.iter().copied());
+    }
+    let client = ClientConfig {
+        private_key,
+        address: addresses.iter().map(|a| Cidr::host(*a)).collect(),
+        mtu: t.mtu,
+        server_public_key: store.private_key.public(),
+        preshared_key: Some(psk),
+        endpoint: t.public_endpoint.clone(),
+        allowed_ips,
+        persistent_keepalive: t.client_keepalive,
+    };
+    Ok(Added {
+        client,
+        addresses,
+        applied: notify(config),
+    })
+}
+
+/// Enables or disables a peer (a disabled peer stays in the store, commented out of the
+/// device).
+pub fn set_disabled(config: &Config, name: &str, disabled: bool) -> Result<Applied, AdminError> {
+    let path = &config.tunnel.peers_file;
+    let mut store = PeerStore::load(path)?;
+    let p = store
+        .find_mut(name)
+        .ok_or_else(|| AdminError::NoSuchPeer(name.to_owned()))?;
+    p.disabled = disabled;
+    store.save(path)?;
+    Ok(notify(config))
+}
+
+/// Removes a peer for good; its sessions end at once.
+pub fn remove_peer(config: &Config, name: &str) -> Result<Applied, AdminError> {
+    let path = &config.tunnel.peers_file;
+    let mut store = PeerStore::load(path)?;
+    let key = store
+        .find(name)
+        .map(|p| p.public_key)
+        .ok_or_else(|| AdminError::NoSuchPeer(name.to_owned()))?;
+    store.peers.retain(|p| p.public_key != key);
+    store.save(path)?;
+    Ok(notify(config))
+}
+
+/// One line of `peer list`.
+#[derive(Debug, Clone)]
+pub struct PeerRow {
+    pub name: String,
+    pub role: Role,
+    pub addresses: Vec<Cidr>,
+    pub endpoint: Option<String>,
+    pub last_handshake: Option<SystemTime>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub expires: Option<time::OffsetDateTime>,
+    pub state: &'static str,
+}
+
+/// The store's peers with live figures from the running tunnel's UAPI, when it answers.
+pub fn list_peers(config: &Config) -> Result<Vec<PeerRow>, AdminError> {
+    let store = PeerStore::load(&config.tunnel.peers_file)?;
+    let live: Option<DeviceInfo> = uapi::query(&config.uapi_socket()).ok();
+    let now = time::OffsetDateTime::now_utc();
+    Ok(store
+        .peers
+        .iter()
+        .map(|p| {
+            let info = live
+                .as_ref()
+                .and_then(|d| d.peers.iter().find(|i| i.public_key == p.public_key));
+            PeerRow {
+                name: p.name.clone().unwrap_or_else(|| p.public_key.to_base64()),
+                role: p.role,
+                addresses: p.allowed_ips.clone(),
+                endpoint: info
+                    .and_then(|i| i.endpoint.map(|e| e.to_string()))
+                    .or_else(|| p.endpoint.clone()),
+                last_handshake: info.and_then(|i| i.last_handshake),
+                rx_bytes: info.map_or(0, |i| i.rx_bytes),
+                tx_bytes: info.map_or(0, |i| i.tx_bytes),
+                expires: p.expires,
+                state: if p.disabled {
+                    "disabled"
+                } else if p.is_expired(now) {
+                    "expired"
+                } else {
+                    "active"
+                },
+            }
+        })
+        .collect())
+}
+
+/// Sends SIGHUP to the running tunnel named by the pid file, if it is alive.
+pub fn notify(config: &Config) -> Applied {
+    let Ok(text) = std::fs::read_to_string(pid_file(config)) else {
+        return Applied::Stored;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return Applied::Stored;
+    };
+    // A stale pid file may name an unrelated process now: SIGHUP would end it.
+    let is_gatehouse = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        c.split(|b| *b == 0)
+            .next()
+            .is_some_and(|a0| a0.ends_with(b"gatehouse"))
+    });
+    if pid <= 0 || !is_gatehouse {
+        return Applied::Stored;
+    }
+    // SAFETY: kill(2) takes plain integers; a stale pid at worst gets ESRCH.
+    let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+    if rc == 0 {
+        Applied::Live(pid as u32)
+    } else {
+        Applied::Stored
+    }
+}

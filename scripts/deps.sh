@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Installs what Gatehouse's workflows need and is missing; does nothing (quickly) when
+# everything is present. Called by `make deps`, `make run`, `make test`.
+#
+#   scripts/deps.sh          Debian packages for the tests + cargo-nextest
+#   scripts/deps.sh bench    the same, plus boringtun-cli (crates.io) into target/tools,
+#                            the comparison peer of `make bench-tunnel`
+#
+# Debian packages are installed with --no-install-recommends (wireguard-tools would
+# otherwise pull a kernel image). `apt-get update` runs only when something must be
+# installed. One line is printed per thing installed.
+set -euo pipefail
+
+mode="${1:-base}"
+case "$mode" in
+    base | bench) ;;
+    -h | --help)
+        sed -n '2,12s/^# \{0,1\}//p' "$0"
+        exit 0
+        ;;
+    *)
+        echo "deps.sh: unknown mode '$mode' (expected nothing or 'bench')" >&2
+        exit 2
+        ;;
+esac
+
+root_dir="$(cd "$(dirname "$0")/.." && pwd)"
+CARGO="${CARGO:-cargo}"
+
+# Debian packages: the interop peers (wireguard-go, wg), traffic and MQTT tools, the
+# namespace and firewall tools of the end-to-end tests, and a C toolchain for crates
+# that compile C and for linking (rustup's toolchain uses the system linker `cc`).
+debian_packages=(
+    wireguard-go
+    wireguard-tools
+    iperf3
+    mosquitto
+    mosquitto-clients
+    nftables
+    iproute2
+    iputils-ping
+    procps
+    gcc
+    libc6-dev
+)
+
+say() { printf 'deps: %s\n' "$*"; }
+die() {
+    printf 'deps: error: %s\n' "$*" >&2
+    exit 1
+}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root to run: $* (run as root or install sudo)"
+    fi
+}
+
+# --- Debian packages --------------------------------------------------------------
+missing_packages() {
+    # One dpkg-query call for all packages (fast); a package dpkg has never heard of
+    # is absent from the output, hence the comparison against the full list.
+    local installed
+    installed="$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${debian_packages[@]}" 2>/dev/null |
+        awk '$2 == "installed" { print $1 }')" || true
+    local p
+    for p in "${debian_packages[@]}"; do
+        if ! grep -qx -- "$p" <<<"$installed"; then
+            printf '%s\n' "$p"
+        fi
+    done
+}
+
+install_debian_packages() {
+    if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+        # Not Debian: check the commands only and say what is missing.
+        local c absent=()
+        for c in wireguard-go wg iperf3 mosquitto mosquitto_sub nft ip ping ps cc; do
+            command -v "$c" >/dev/null 2>&1 || absent+=("$c")
+        done
+        [ "${#absent[@]}" -eq 0 ] || die "not a Debian system; please install: ${absent[*]}"
+        return 0
+    fi
+    local missing
+    mapfile -t missing < <(missing_packages)
+    [ "${#missing[@]}" -gt 0 ] || return 0
+    say "apt-get update (to install: ${missing[*]})"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    local p
+    for p in "${missing[@]}"; do
+        say "installing Debian package $p"
+    done
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# --- Rust toolchain pieces ----------------------------------------------------------
+check_rust() {
+    command -v "$CARGO" >/dev/null 2>&1 ||
+        die "cargo not found: install Rust with rustup (https://rustup.rs), then re-run"
+    local comp
+    for comp in rustfmt clippy; do
+        if ! "$CARGO" "${comp/rustfmt/fmt}" --version >/dev/null 2>&1; then
+            command -v rustup >/dev/null 2>&1 || die "cargo $comp is missing and rustup is not available"
+            say "installing rustup component $comp"
+            rustup component add "$comp" >/dev/null
+        fi
+    done
+    if ! command -v cargo-nextest >/dev/null 2>&1; then
+        say "installing cargo-nextest (cargo install --locked, takes a few minutes)"
+        "$CARGO" install --locked --quiet cargo-nextest
+    fi
+}
+
+# --- benchmark peers ------------------------------------------------------------------
+# boringtun-cli goes into a project-local root so that it does not land on the machine's
+# PATH; scripts/bench-tunnel.sh looks for it there. (`make clean` removes it with target/.)
+tools_root="$root_dir/target/tools"
+install_bench_tools() {
+    if [ ! -x "$tools_root/bin/boringtun-cli" ]; then
+        say "installing boringtun-cli into ${tools_root#"$root_dir"/} (cargo install --locked, takes a few minutes)"
+        "$CARGO" install --locked --quiet --root "$tools_root" boringtun-cli
+    fi
+}
+
+install_debian_packages
+check_rust
+if [ "$mode" = bench ]; then
+    install_bench_tools
+fi
