@@ -19,6 +19,8 @@ pub mod netstack;
 pub mod peer_store;
 pub mod policy;
 pub mod service;
+#[cfg(any(test, feature = "fake-clock"))]
+pub mod testing;
 pub mod tun;
 pub mod uapi;
 pub mod udp;
