@@ -39,6 +39,8 @@ debian_packages=(
     nftables
     iproute2
     iputils-ping
+    curl
+    python3
     procps
     gcc
     libc6-dev

@@ -3,8 +3,10 @@
 //! gatehouse`, so there is never a moment with half a ruleset.
 //!
 //! What the rules say, for traffic entering from the tunnel interface:
-//! - tunnel ports of services and forwards are redirected (loopback targets) or
-//!   destination-NATed (LAN targets), exactly like the userspace stack relays them;
+//! - tunnel ports of services and forwards are destination-NATed to their targets, exactly
+//!   like the userspace stack relays them. A loopback target (a service bound to
+//!   127.0.0.1) needs `route_localnet` on the tunnel interface, which [`allow_loopback_targets`]
+//!   sets; for IPv6 a loopback target becomes a redirect to the tunnel address's port;
 //! - a peer's source address must be in its role's set for the entry's port;
 //! - ICMP echo to the gateway is allowed; anything else is counted (`counter denied`)
 //!   and dropped. Nothing from the LAN may open connections into the tunnel.
@@ -52,9 +54,7 @@ pub fn ruleset(
         "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;"
     );
     for e in policy.entries() {
-        let target = if e.target.ip().is_loopback() {
-            format!("redirect to :{}", e.target.port())
-        } else if e.target.is_ipv4() {
+        let target = if e.target.is_ipv4() {
             format!("dnat ip to {}", e.target)
         } else {
             format!("dnat ip6 to {}", e.target)
@@ -68,8 +68,9 @@ pub fn ruleset(
             if e.target.ip().is_loopback() {
                 let _ = writeln!(
                     r,
-                    "    iifname \"{ifname}\" ip6 daddr {gw6} tcp dport {} {target}",
-                    e.port
+                    "    iifname \"{ifname}\" ip6 daddr {gw6} tcp dport {} redirect to :{}",
+                    e.port,
+                    e.target.port()
                 );
             }
         }
@@ -125,6 +126,26 @@ pub fn ruleset(
 }
 
 /// Applies `rules` in one `nft -f -` transaction.
+/// Lets the kernel route packets arriving on `ifname` to 127.0.0.0/8 (`route_localnet`),
+/// which the DNAT to a loopback-bound service needs. Only the rules above decide what
+/// reaches loopback: the tunnel's input chain drops everything not NATed for a role.
+pub fn allow_loopback_targets(ifname: &str, policy: &Policy) -> io::Result<()> {
+    if !policy
+        .entries()
+        .iter()
+        .any(|e| e.target.is_ipv4() && e.target.ip().is_loopback())
+    {
+        return Ok(());
+    }
+    let path = format!("/proc/sys/net/ipv4/conf/{ifname}/route_localnet");
+    std::fs::write(&path, "1").map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot enable {path} for the services on 127.0.0.1: {e}"),
+        )
+    })
+}
+
 pub fn apply(rules: &str) -> io::Result<()> {
     nft(&["-f", "-"], rules)
 }
@@ -214,7 +235,7 @@ mod tests {
             r.contains("set installer6 { type ipv6_addr; flags interval; }"),
             "{r}"
         );
-        assert!(r.contains("tcp dport 80 redirect to :8080"), "{r}");
+        assert!(r.contains("tcp dport 80 dnat ip to 127.0.0.1:8080"), "{r}");
         assert!(
             r.contains("tcp dport 554 dnat ip to 192.168.1.20:554"),
             "{r}"

@@ -4,7 +4,8 @@
 //! The in-process filter ([`Policy::check`]) runs in both data planes; in TUN mode the
 //! nftables ruleset (`firewall.rs`) is generated from the same [`Policy`].
 //!
-//! What a role allows, always towards the gateway's own tunnel address: ICMP echo (ping),
+//! What a role allows, always towards the gateway's own tunnel address: ICMP echo requests
+//! and replies (ping, both ways),
 //! and TCP to the ports of the services and forwards that list the role. Anything else a
 //! peer sends is denied.
 
@@ -46,8 +47,10 @@ pub struct Entry {
 const PROTO_ICMP: u8 = 1;
 const PROTO_TCP: u8 = 6;
 const PROTO_ICMPV6: u8 = 58;
+const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
 
 impl Policy {
     pub fn from_config(t: &Tunnel) -> Policy {
@@ -130,8 +133,14 @@ impl Policy {
             _ => return Err(Denial::Malformed),
         };
         match proto {
-            PROTO_ICMP if l4.first() == Some(&ICMP_ECHO_REQUEST) => Ok(()),
-            PROTO_ICMPV6 if l4.first() == Some(&ICMPV6_ECHO_REQUEST) => Ok(()),
+            PROTO_ICMP if matches!(l4.first(), Some(&(ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY))) => {
+                Ok(())
+            }
+            PROTO_ICMPV6
+                if matches!(l4.first(), Some(&(ICMPV6_ECHO_REQUEST | ICMPV6_ECHO_REPLY))) =>
+            {
+                Ok(())
+            }
             PROTO_TCP => {
                 if l4.len() < 4 {
                     return Err(Denial::Malformed);
@@ -199,6 +208,11 @@ mod tests {
         ];
         icmp.extend_from_slice(&[ICMP_ECHO_REQUEST, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(p.check(Role::Installer, &icmp), Ok(()));
+        icmp[20] = ICMP_ECHO_REPLY; // the answer to the gateway's own ping
+        assert_eq!(p.check(Role::Installer, &icmp), Ok(()));
+        icmp[20] = 13; // timestamp request
+        assert_eq!(p.check(Role::Installer, &icmp), Err(Denial::Port));
+        icmp[20] = ICMP_ECHO_REQUEST;
         icmp[9] = 17; // UDP
         assert_eq!(p.check(Role::Admin, &icmp), Err(Denial::Port));
     }

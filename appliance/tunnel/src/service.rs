@@ -108,6 +108,8 @@ impl TunnelService {
         };
         let service_firewall = t.mode == TunnelMode::Tun && t.firewall == Firewall::Nftables;
         if service_firewall {
+            firewall::allow_loopback_targets(&t.interface, &Policy::from_config(t))
+                .map_err(TunnelError::Firewall)?;
             apply_firewall(config, &store).map_err(TunnelError::Firewall)?;
         }
         let dataplane =

@@ -60,7 +60,14 @@ fn daemonize(ifname: &str) -> io::Result<()> {
         .env("WG_PROCESS_FOREGROUND", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        // As wireguard-go: the background process keeps the terminal's stderr only when
+        // LOG_LEVEL asks for logs. Holding it otherwise would keep the caller's pipe open
+        // (wg-quick run from a script would never see end of file).
+        .stderr(if std::env::var_os("LOG_LEVEL").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .process_group(0)
         .spawn()?;
     let path = socket_path(ifname);
