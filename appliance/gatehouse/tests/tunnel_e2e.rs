@@ -101,6 +101,18 @@ fn tun_mode_admin_ping_transfer_roaming_and_removal() {
     assert!(list.contains("alice") && list.contains("admin"), "{list}");
     assert!(list.contains("10.99.0.11:41414"), "{list}");
 
+    // Disabling keeps the peer in the store but out of the tunnel; enabling lets it back.
+    lab.gatehouse(&config, &["peer", "disable", "alice"]);
+    wait_for("the peer to be disabled", Duration::from_secs(10), || {
+        lab.wg_dump(&gw, &wg).is_empty().then_some(())
+    });
+    assert!(
+        !lab.ping(&c1, GW_TUNNEL, 2),
+        "a disabled peer still gets through"
+    );
+    lab.gatehouse(&config, &["peer", "enable", "alice"]);
+    lab.wait_ping(&c1, GW_TUNNEL);
+
     // Removing the peer cuts it off at once.
     lab.gatehouse(&config, &["peer", "remove", "alice"]);
     wait_for("the removal to apply", Duration::from_secs(10), || {
