@@ -130,6 +130,52 @@ counter_names!(
     cookie_replies
 );
 
+/// Logs drops at a bounded rate: at most one line per `every`, naming what the counters
+/// gained since the last line, so a flood of garbage costs one log line, not one per datagram.
+pub struct DropLog {
+    every: Duration,
+    last_at: std::time::Instant,
+    last: Vec<(&'static str, u64)>,
+}
+
+impl DropLog {
+    pub fn new(every: Duration, counters: &Counters) -> DropLog {
+        DropLog {
+            every,
+            last_at: std::time::Instant::now(),
+            last: counters.snapshot(),
+        }
+    }
+
+    /// What changed since the last report, if a report is due and anything changed.
+    pub fn due(&mut self, counters: &Counters) -> Option<String> {
+        if self.last_at.elapsed() < self.every {
+            return None;
+        }
+        self.last_at = std::time::Instant::now();
+        let now = counters.snapshot();
+        let gained: Vec<String> = now
+            .iter()
+            .zip(&self.last)
+            .filter(|((_, n), (_, o))| n > o)
+            .map(|((name, n), (_, o))| format!("{name}={}", n - o))
+            .collect();
+        self.last = now;
+        (!gained.is_empty()).then(|| gained.join(" "))
+    }
+
+    /// Logs what [`DropLog::due`] returns.
+    pub fn poll(&mut self, counters: &Counters) {
+        if let Some(gained) = self.due(counters) {
+            tracing::warn!(
+                dropped = %gained,
+                "dropped datagrams/packets in the last {} s",
+                self.every.as_secs()
+            );
+        }
+    }
+}
+
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
@@ -842,6 +888,21 @@ mod tests {
         p.gw.handle_datagram(p.client_addr, &d, &mut buf, &mut g);
         assert_eq!(g.delivered.len(), 2);
         assert_eq!(p.gw.peers()[0].config.name.as_deref(), Some("renamed"));
+    }
+
+    #[test]
+    fn drop_log_reports_gains_once_per_interval() {
+        let c = Counters::default();
+        let mut log = DropLog::new(Duration::ZERO, &c);
+        assert_eq!(log.due(&c), None, "nothing dropped, nothing said");
+        bump(&c.malformed);
+        bump(&c.malformed);
+        bump(&c.replayed);
+        assert_eq!(log.due(&c).as_deref(), Some("malformed=2 replayed=1"));
+        assert_eq!(log.due(&c), None, "only what is new");
+        let mut slow = DropLog::new(Duration::from_secs(3600), &c);
+        bump(&c.role_denied);
+        assert_eq!(slow.due(&c), None, "not before the interval");
     }
 
     #[test]
