@@ -388,3 +388,60 @@ fn carry_b(
         }
     }
 }
+
+#[test]
+fn cookie_replies_under_load_and_the_handshake_still_completes() {
+    const COOKIE_REPLY: u8 = 3;
+    let (p, mut g, mut c, mut buf) = setup();
+    step(&p, &mut g, &mut c, &mut buf);
+    // An attacker replays a captured initiation (its MAC1 is valid) as fast as it can.
+    p.client.handle_packet(&ping(), &mut buf, &mut c);
+    let (_, captured) = c.sent.pop_front().unwrap();
+    assert_eq!(captured[0], HANDSHAKE_INIT);
+    let attacker: SocketAddr = "203.0.113.50:1000".parse().unwrap();
+    for _ in 0..400 {
+        p.gw.handle_datagram(attacker, &captured, &mut buf, &mut g);
+    }
+    let cookies = p.gw.counters.cookie_replies.load(Ordering::Relaxed);
+    assert!(
+        cookies > 100,
+        "under load the gateway answers with cookies ({cookies})"
+    );
+    assert!(g
+        .sent
+        .iter()
+        .any(|(to, d)| *to == attacker && d[0] == COOKIE_REPLY));
+    let responses = g.sent.iter().filter(|(_, d)| d[0] == 2).count();
+    assert!(
+        responses <= 1,
+        "at most the first replay got a handshake response"
+    );
+    g.sent.clear();
+
+    // The real client, still under load: its initiation gets a cookie reply...
+    MockClock::advance(Duration::from_secs(6));
+    p.client.tick(&mut buf, &mut c);
+    let (_, init) = c.sent.pop_front().unwrap();
+    assert_eq!(init[0], HANDSHAKE_INIT);
+    p.gw.handle_datagram(p.client_addr, &init, &mut buf, &mut g);
+    let (to, reply) = g.sent.pop_front().unwrap();
+    assert_eq!((to, reply[0]), (p.client_addr, COOKIE_REPLY));
+    p.client
+        .handle_datagram(p.gw_addr, &reply, &mut buf, &mut c);
+    // ...and its retry carries the cookie (MAC2, the last 16 bytes) and completes.
+    for _ in 0..6 {
+        MockClock::advance(Duration::from_secs(1));
+        p.client.tick(&mut buf, &mut c);
+    }
+    let (_, retry) = c.sent.back().unwrap().clone();
+    assert_eq!(retry[0], HANDSHAKE_INIT);
+    assert_ne!(
+        &retry[retry.len() - 16..],
+        &[0u8; 16],
+        "MAC2 set from the cookie"
+    );
+    pump(&p, &mut g, &mut c, p.client_addr);
+    p.client.handle_packet(&ping(), &mut buf, &mut c);
+    pump(&p, &mut g, &mut c, p.client_addr);
+    assert!(!g.delivered.is_empty(), "the client got through the load");
+}
