@@ -249,6 +249,21 @@ setup_pair() {
     fi
 }
 
+# conf_value FILE SECTION KEY: the value of KEY in [SECTION] of a wg-style config file
+# (keys case-insensitive, whitespace around '=' ignored, comments skipped), or nothing.
+conf_value() {
+    awk -v want_sec="$2" -v want_key="$3" '
+        /^[[:space:]]*#/ { next }
+        /^[[:space:]]*\[/ { sec = $0; gsub(/[][[:space:]]/, "", sec); next }
+        tolower(sec) == tolower(want_sec) {
+            i = index($0, "=")
+            if (i == 0) next
+            k = substr($0, 1, i - 1); v = substr($0, i + 1)
+            gsub(/^[[:space:]]+|[[:space:]]+$/, "", k); gsub(/^[[:space:]]+|[[:space:]]+$/, "", v)
+            if (tolower(k) == tolower(want_key)) { print v; exit }
+        }' "$1"
+}
+
 # setup_userspace: gatehouse's userspace mode (smoltcp, no TUN device) in namespace B as
 # the gateway, wireguard-go in A as the client. iperf3 listens on B's loopback and is
 # reached through a gateway service at the tunnel address, so TCP goes through smoltcp.
@@ -288,14 +303,22 @@ EOF
         fail_reason="'gatehouse peer add' failed with status $rc$(last_log_line "$work/peer-add.err")"
         return 1
     fi
-    # The client config: [Interface] Address = ..., [Peer] PublicKey = <gateway>.
-    local client_addr gw_pub
-    client_addr="$(awk -F' *= *' 'tolower($1) == "address" { split($2, a, " *, *"); print a[1]; exit }' "$out")"
-    gw_pub="$(awk -F' *= *' '/^\[Peer\]/ { p = 1 } p && tolower($1) == "publickey" { print $2; exit }' "$out")"
-    gw_pub="${gw_pub%%[[:space:]]*}"
+    # The client config: [Interface] Address = ..., [Peer] PublicKey = <gateway> and,
+    # when the gateway set one, PresharedKey. (Keys are base64 and end in '=': split each
+    # line at its first '=' only.)
+    local client_addr gw_pub psk
+    client_addr="$(conf_value "$out" Interface Address)"
+    client_addr="${client_addr%%,*}"
+    gw_pub="$(conf_value "$out" Peer PublicKey)"
+    psk="$(conf_value "$out" Peer PresharedKey)"
     if [ -z "$client_addr" ] || [ -z "$gw_pub" ]; then
         fail_reason="'gatehouse peer add' printed no client config with Address and [Peer] PublicKey"
         return 1
+    fi
+    local psk_args=()
+    if [ -n "$psk" ]; then
+        (umask 077 && printf '%s\n' "$psk" >"$work/a.psk")
+        psk_args=(preshared-key "$work/a.psk")
     fi
     ip netns exec "$ns_b" iperf3 -s -B 127.0.0.1 --idle-timeout 20 >/dev/null 2>&1 &
     pids+=("$!")
@@ -317,7 +340,7 @@ EOF
     start_impl wggo "$ns_a" "$if_a" || return 1
     daemon_pids+=("$started_pid")
     if ! err="$(in_a wg set "$if_a" private-key "$work/a.key" \
-        peer "$gw_pub" allowed-ips 10.202.0.0/24 endpoint "$VETH_B:$PORT" 2>&1)"; then
+        peer "$gw_pub" "${psk_args[@]}" allowed-ips 10.202.0.0/24 endpoint "$VETH_B:$PORT" 2>&1)"; then
         fail_reason="'wg set $if_a' failed: $err"
         return 1
     fi

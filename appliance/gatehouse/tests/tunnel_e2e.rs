@@ -234,7 +234,7 @@ fn userspace_mode_reaches_the_hub_through_smoltcp() {
     let config = lab.gateway_config("userspace", &wg, "");
     let lan = lab.lan();
     lab.tcp_sink(&lan, "0.0.0.0", 8554);
-    lab.start_gateway(&config, &wg);
+    let gateway = lab.start_gateway(&config, &wg);
     // No TUN device on the gateway side.
     let links = lab.exec(&gw, &["ip", "-o", "link"]);
     assert!(
@@ -265,6 +265,25 @@ fn userspace_mode_reaches_the_hub_through_smoltcp() {
         "installer refused the forward"
     );
     assert!(!lab.connects(&c1, GW_TUNNEL, 9999), "no such service");
+    // Garbage at the WireGuard port: dropped, counted, logged at a bounded rate; the
+    // gateway keeps serving its peers.
+    let script = xfer_script();
+    let out = lab.exec(
+        &c2,
+        &["python3", &script, "garbage", GW_BRIDGE, "51820", "3000"],
+    );
+    assert_eq!(out.trim(), "sent");
+    let gateway = lab.proc(gateway);
+    assert!(gateway.is_running());
+    let log = gateway.log.clone();
+    wait_for("the drop log line", Duration::from_secs(25), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .find(|l| l.contains("dropped datagrams") && l.contains("malformed="))
+            .map(str::to_owned)
+    });
+    assert!(lab.http_get(&c1, "http://10.77.0.1/healthz").is_some());
+
     // The UAPI works in userspace mode too.
     let dump = lab.wg_dump(&gw, &wg);
     assert_eq!(dump.len(), 2);

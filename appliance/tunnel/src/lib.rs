@@ -16,6 +16,7 @@ pub mod dataplane;
 pub mod device;
 pub mod firewall;
 pub mod netstack;
+pub mod offload;
 pub mod peer_store;
 pub mod policy;
 pub mod service;

@@ -5,6 +5,8 @@ serve HOST PORT            accept connections forever; for each, read to EOF, th
 send HOST PORT BYTES [BPS] send BYTES random bytes (paced to BPS bytes/s if given), half-close,
                            print "<bytes> <sha256>" of what was sent, then the server's answer.
 probe HOST PORT            print "connected" or the error; always exits 0.
+garbage HOST PORT COUNT    send COUNT random UDP datagrams (0 to 1500 bytes, plus WireGuard-like
+                           type bytes and one of 65000 bytes); print "sent".
 """
 import hashlib
 import os
@@ -62,12 +64,27 @@ def probe(host, port):
         print(f"failed: {e}")
 
 
+def garbage(host, port, count):
+    import random
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(count):
+        body = os.urandom(random.randint(0, 1500))
+        if body and i % 2:
+            # Looks like a WireGuard message type with reserved zeros.
+            body = bytes([random.randint(1, 4), 0, 0, 0]) + body[4:]
+        s.sendto(body, (host, port))
+    s.sendto(os.urandom(65000), (host, port))
+    print("sent")
+
+
 def main():
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if mode == "serve":
         serve(host, port)
     elif mode == "send":
         send(host, port, int(sys.argv[4]), float(sys.argv[5]) if len(sys.argv) > 5 else None)
+    elif mode == "garbage":
+        garbage(host, port, int(sys.argv[4]))
     elif mode == "probe":
         probe(host, port)
     else:
