@@ -48,13 +48,8 @@ fn public_key_of(client_conf: &str) -> String {
 
 #[test]
 fn tun_mode_admin_ping_transfer_roaming_and_removal() {
-    let mut lab = Lab::new();
-    let gw = lab.gw();
-    let wg = lab.ifname("w");
-    let config = lab.gateway_config("tun", &wg, "");
-    let lan = lab.lan();
-    lab.tcp_sink(&lan, "0.0.0.0", 8554);
-    lab.start_gateway(&config, &wg);
+    let (mut lab, g) = Lab::with_gateway("tun");
+    let (gw, wg, config) = (g.ns, g.ifname, g.config);
     let alice = add_peer(&lab, &config, "alice", &["--role", "admin"]);
     let alice_key = public_key_of(&alice);
     let c1 = lab.add_client(1);
@@ -127,14 +122,9 @@ fn tun_mode_admin_ping_transfer_roaming_and_removal() {
 
 #[test]
 fn tun_mode_two_peers_roles_expiry_and_wg_set() {
-    let mut lab = Lab::new();
-    let gw = lab.gw();
-    let wg = lab.ifname("w");
-    let config = lab.gateway_config("tun", &wg, "");
-    let lan = lab.lan();
-    lab.tcp_sink(&lan, "0.0.0.0", 8554);
+    let (mut lab, g) = Lab::with_gateway("tun");
+    let (gw, wg, config) = (g.ns, g.ifname, g.config);
     lab.tcp_sink(&gw, "0.0.0.0", 8081);
-    lab.start_gateway(&config, &wg);
 
     let admin = add_peer(&lab, &config, "ada", &["--role", "admin"]);
     let installer = add_peer(&lab, &config, "ian", &["--role", "installer"]);
@@ -228,13 +218,8 @@ fn tun_mode_two_peers_roles_expiry_and_wg_set() {
 
 #[test]
 fn userspace_mode_reaches_the_hub_through_smoltcp() {
-    let mut lab = Lab::new();
-    let gw = lab.gw();
-    let wg = lab.ifname("w");
-    let config = lab.gateway_config("userspace", &wg, "");
-    let lan = lab.lan();
-    lab.tcp_sink(&lan, "0.0.0.0", 8554);
-    let gateway = lab.start_gateway(&config, &wg);
+    let (mut lab, g) = Lab::with_gateway("userspace");
+    let (gw, wg, config, gateway) = (g.ns, g.ifname, g.config, g.proc);
     // No TUN device on the gateway side.
     let links = lab.exec(&gw, &["ip", "-o", "link"]);
     assert!(
@@ -294,10 +279,8 @@ fn userspace_mode_reaches_the_hub_through_smoltcp() {
 /// with the client config used as is; the gateway is `gatehouse up` in TUN mode.
 #[test]
 fn wg_quick_drives_gatehouse_wg() {
-    let mut lab = Lab::new();
-    let wg = lab.ifname("w");
-    let config = lab.gateway_config("tun", &wg, "");
-    lab.start_gateway(&config, &wg);
+    let (mut lab, g) = Lab::with_gateway("tun");
+    let config = g.config;
     let conf = add_peer(&lab, &config, "wendy", &["--role", "installer"]);
     let c1 = lab.add_client(1);
     let cif = lab.ifname("q");

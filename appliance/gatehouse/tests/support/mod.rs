@@ -132,6 +132,17 @@ impl Drop for Proc {
     }
 }
 
+/// A running gateway in a lab (see [`Lab::with_gateway`]).
+pub struct Gateway {
+    /// Its network namespace.
+    pub ns: String,
+    /// Its tunnel interface (and UAPI socket) name.
+    pub ifname: String,
+    pub config: PathBuf,
+    /// Index of the `gatehouse up` process ([`Lab::proc`]).
+    pub proc: usize,
+}
+
 /// The namespaces and everything started in them.
 pub struct Lab {
     pub prefix: String,
@@ -186,6 +197,26 @@ impl Lab {
         ]);
         run(&["ip", "-n", &lan, "link", "set", "eth0", "up"]);
         lab
+    }
+
+    /// The usual lab: `gatehouse up` in the gateway namespace, tunnel in `mode` ("tun" or
+    /// "userspace") configured by [`Lab::gateway_config`], and the NVR its forward points
+    /// at (a TCP sink on the LAN host, port 8554).
+    pub fn with_gateway(mode: &str) -> (Lab, Gateway) {
+        let mut lab = Lab::new();
+        let ns = lab.gw();
+        let ifname = lab.ifname("w");
+        let config = lab.gateway_config(mode, &ifname, "");
+        let lan = lab.lan();
+        lab.tcp_sink(&lan, "0.0.0.0", 8554);
+        let proc = lab.start_gateway(&config, &ifname);
+        let gw = Gateway {
+            ns,
+            ifname,
+            config,
+            proc,
+        };
+        (lab, gw)
     }
 
     fn add_ns(&mut self, what: &str) -> String {
