@@ -1,0 +1,374 @@
+//! The broker's accounts and the three files written from them.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use rand_core::{OsRng, RngCore as _};
+
+use crate::{acl, passwd, BrokerConfig, BrokerError, Result, Topics};
+
+/// A broker account: user name and password in the clear (hashed only when written).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The MQTT user name.
+    pub username: String,
+    /// The MQTT password.
+    pub password: String,
+}
+
+impl Account {
+    /// An account; names are checked when the files are written.
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
+        Account {
+            username: username.into(),
+            password: password.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A gate's broker account: its gate id picks its response topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateAccount {
+    /// The gate id of the gate link (`gate_id` in its frames).
+    pub gate_id: u32,
+    /// The gate's MQTT credentials.
+    pub account: Account,
+}
+
+impl GateAccount {
+    /// The conventional account `gate-<gate_id>`.
+    pub fn new(gate_id: u32, password: impl Into<String>) -> Self {
+        GateAccount {
+            gate_id,
+            account: Account::new(Self::default_username(gate_id), password),
+        }
+    }
+
+    /// An account with a user name chosen elsewhere (the store's `mqtt_username`).
+    pub fn with_username(
+        gate_id: u32,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        GateAccount {
+            gate_id,
+            account: Account::new(username, password),
+        }
+    }
+
+    /// `gate-<gate_id>`.
+    pub fn default_username(gate_id: u32) -> String {
+        format!("gate-{gate_id}")
+    }
+}
+
+/// A fresh random password: 24 bytes from the OS, base64url without padding (32 chars).
+pub fn random_password() -> Result<String> {
+    let mut bytes = [0u8; 24];
+    OsRng.try_fill_bytes(&mut bytes)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Where the three files live: `<dir>/mosquitto.conf`, `<dir>/passwd`, `<dir>/acl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerFiles {
+    dir: PathBuf,
+    conf: PathBuf,
+    password_file: PathBuf,
+    acl_file: PathBuf,
+}
+
+impl BrokerFiles {
+    /// The files inside `dir` (which should be absolute: mosquitto reads these paths).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        BrokerFiles {
+            conf: dir.join("mosquitto.conf"),
+            password_file: dir.join("passwd"),
+            acl_file: dir.join("acl"),
+            dir,
+        }
+    }
+
+    /// The directory holding the files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `mosquitto.conf`.
+    pub fn conf(&self) -> &Path {
+        &self.conf
+    }
+
+    /// The password file.
+    pub fn password_file(&self) -> &Path {
+        &self.password_file
+    }
+
+    /// The ACL file.
+    pub fn acl_file(&self) -> &Path {
+        &self.acl_file
+    }
+}
+
+/// Every account of the broker and the topics they may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provisioning {
+    hub: Account,
+    gates: Vec<GateAccount>,
+    topics: Topics,
+}
+
+impl Provisioning {
+    /// The hub's account, no gates yet.
+    pub fn new(hub: Account, topics: Topics) -> Result<Self> {
+        passwd::check_username(&hub.username)?;
+        passwd::check_password(&hub.password)?;
+        Ok(Provisioning {
+            hub,
+            gates: Vec::new(),
+            topics,
+        })
+    }
+
+    /// The hub's account.
+    pub fn hub(&self) -> &Account {
+        &self.hub
+    }
+
+    /// The gate accounts, in the order they were added.
+    pub fn gates(&self) -> &[GateAccount] {
+        &self.gates
+    }
+
+    /// The gate link's topics.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Adds a gate account. Refuses a second account for the same gate id or a user name
+    /// already taken (by the hub or another gate).
+    pub fn add_gate(&mut self, gate: GateAccount) -> Result<()> {
+        passwd::check_username(&gate.account.username)?;
+        passwd::check_password(&gate.account.password)?;
+        if self.gates.iter().any(|g| g.gate_id == gate.gate_id) {
+            return Err(BrokerError::Duplicate {
+                what: "gate id",
+                value: gate.gate_id.to_string(),
+            });
+        }
+        if gate.account.username == self.hub.username
+            || self
+                .gates
+                .iter()
+                .any(|g| g.account.username == gate.account.username)
+        {
+            return Err(BrokerError::Duplicate {
+                what: "user name",
+                value: gate.account.username,
+            });
+        }
+        self.gates.push(gate);
+        Ok(())
+    }
+
+    /// Removes the account of `gate_id`; returns whether there was one.
+    pub fn remove_gate(&mut self, gate_id: u32) -> bool {
+        let before = self.gates.len();
+        self.gates.retain(|g| g.gate_id != gate_id);
+        self.gates.len() != before
+    }
+
+    /// The password file's text, with fresh random salts.
+    pub fn password_file(&self) -> Result<String> {
+        let mut seen = BTreeSet::new();
+        let mut out = String::new();
+        for account in std::iter::once(&self.hub).chain(self.gates.iter().map(|g| &g.account)) {
+            if !seen.insert(account.username.as_str()) {
+                return Err(BrokerError::Duplicate {
+                    what: "user name",
+                    value: account.username.clone(),
+                });
+            }
+            out.push_str(&passwd::password_line(
+                &account.username,
+                &account.password,
+                &mut OsRng,
+            )?);
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
+    /// The ACL file's text.
+    pub fn acl_file(&self) -> String {
+        acl::render(
+            &self.topics,
+            &self.hub.username,
+            self.gates
+                .iter()
+                .map(|g| (g.account.username.as_str(), g.gate_id)),
+        )
+    }
+
+    /// Writes the password file, the ACL file and `mosquitto.conf` (creating `files.dir()`
+    /// with mode 0700 if missing), each atomically with mode 0600.
+    pub fn write(&self, files: &BrokerFiles, config: &BrokerConfig) -> Result<()> {
+        // Render everything first: an invalid value writes nothing.
+        let conf = config.render(files)?;
+        let password_file = self.password_file()?;
+        let acl_file = self.acl_file();
+        create_private_dir(files.dir())?;
+        write_atomically(files.password_file(), password_file.as_bytes())?;
+        write_atomically(files.acl_file(), acl_file.as_bytes())?;
+        write_atomically(files.conf(), conf.as_bytes())?;
+        Ok(())
+    }
+
+    /// Rewrites only the password and ACL files (what mosquitto re-reads on SIGHUP).
+    pub fn write_credentials(&self, files: &BrokerFiles) -> Result<()> {
+        let password_file = self.password_file()?;
+        let acl_file = self.acl_file();
+        write_atomically(files.password_file(), password_file.as_bytes())?;
+        write_atomically(files.acl_file(), acl_file.as_bytes())?;
+        Ok(())
+    }
+}
+
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| BrokerError::io(dir, e))
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory: created 0600,
+/// fsynced, renamed over `path`, then the directory fsynced. Readers see the old file or
+/// the new one, never a part.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().ok_or_else(|| {
+        BrokerError::invalid("file path", &path.to_string_lossy(), "has no parent")
+    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| BrokerError::invalid("file path", &path.to_string_lossy(), "has no name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| BrokerError::io(&tmp, e))?;
+        file.write_all(bytes)
+            .map_err(|e| BrokerError::io(&tmp, e))?;
+        file.sync_all().map_err(|e| BrokerError::io(&tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| BrokerError::io(path, e))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| BrokerError::io(dir, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn provisioning() -> Provisioning {
+        let mut p = Provisioning::new(Account::new("hub", "hub-pw"), Topics::default()).unwrap();
+        p.add_gate(GateAccount::new(1, "one")).unwrap();
+        p.add_gate(GateAccount::with_username(2, "door-b", "two"))
+            .unwrap();
+        p
+    }
+
+    #[test]
+    fn refuses_duplicates() {
+        let mut p = provisioning();
+        assert!(p.add_gate(GateAccount::new(1, "x")).is_err());
+        assert!(p
+            .add_gate(GateAccount::with_username(3, "hub", "x"))
+            .is_err());
+        assert!(p
+            .add_gate(GateAccount::with_username(3, "door-b", "x"))
+            .is_err());
+        assert!(p
+            .add_gate(GateAccount::with_username(3, "bad:name", "x"))
+            .is_err());
+        assert_eq!(p.gates().len(), 2);
+        assert!(p.remove_gate(1));
+        assert!(!p.remove_gate(1));
+        assert_eq!(p.gates().len(), 1);
+    }
+
+    #[test]
+    fn password_file_has_every_account() {
+        let text = provisioning().password_file().unwrap();
+        let lines: Vec<(&str, &str)> = text.lines().filter_map(|l| l.split_once(':')).collect();
+        let users: Vec<&str> = lines.iter().map(|(u, _)| *u).collect();
+        assert_eq!(users, ["hub", "gate-1", "door-b"]);
+        assert!(passwd::verify(lines[0].1, "hub-pw"));
+        assert!(passwd::verify(lines[1].1, "one"));
+        assert!(passwd::verify(lines[2].1, "two"));
+    }
+
+    #[test]
+    fn writes_three_private_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = BrokerFiles::new(tmp.path().join("broker"));
+        provisioning()
+            .write(&files, &BrokerConfig::loopback(1883))
+            .unwrap();
+        for path in [files.conf(), files.password_file(), files.acl_file()] {
+            let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+        let acl = fs::read_to_string(files.acl_file()).unwrap();
+        assert!(
+            acl.contains("user door-b\ntopic write access/request\ntopic read access/response/2\n")
+        );
+        let leftovers: Vec<_> = fs::read_dir(files.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn debug_hides_passwords() {
+        let shown = format!("{:?}", provisioning());
+        assert!(!shown.contains("hub-pw"), "{shown}");
+    }
+
+    #[test]
+    fn random_passwords_differ() {
+        let a = random_password().unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, random_password().unwrap());
+    }
+}

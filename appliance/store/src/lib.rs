@@ -1,0 +1,24 @@
+//! The hub's SQLite database: the one place in Gatehouse that knows the SQL schema.
+//!
+//! - [`Store`] opens `<data_dir>/gatehouse.db` (0600, WAL, `synchronous=FULL`, foreign
+//!   keys), runs the versioned migrations in [`schema`], and offers the access-side CRUD,
+//!   the [`Store::snapshot`] the access engine decides from, and reads of the access log.
+//! - [`SiteKey`] is the secret that turns raw card ids into the keyed hashes stored here;
+//!   the raw id is never written anywhere.
+//! - [`AccessLog`] is the group-commit writer: a decision's callback fires only once its
+//!   log row is durable.
+
+pub mod error;
+pub mod log;
+pub mod schema;
+pub mod site_key;
+mod snapshot;
+pub mod store;
+
+pub use error::{Entity, StoreError};
+pub use log::{AccessLog, LogCallback, LogEntry, LogFilter, LogOutcome, LogRow, LogSource};
+pub use site_key::{allow_list_entry, SiteKey};
+pub use store::{
+    CardRecord, GateCredentials, GateRecord, GateSecret, Holiday, NewCard, NewGate,
+    NewGateCredentials, Store,
+};

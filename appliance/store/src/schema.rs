@@ -1,0 +1,260 @@
+//! The SQL schema and its migrations: the one place in Gatehouse that knows table and
+//! column names.
+//!
+//! Promises:
+//! - Migrations are an append-only, ordered list. Migration `n` (1-based) moves the
+//!   database from `PRAGMA user_version = n - 1` to `n`, inside one transaction together
+//!   with the version bump, so a crash leaves the database at a whole version.
+//! - A shipped migration is never edited; changes come as a new migration at the end.
+//! - A database whose version is newer than [`MIGRATIONS`] knows is refused
+//!   ([`StoreError::TooNew`]), never written.
+//! - Every connection is opened the same way ([`open_connection`]): WAL, `synchronous=FULL`
+//!   (a commit survives power loss once it returns; SQLite docs, "PRAGMA synchronous"),
+//!   foreign keys on, a busy timeout.
+//!
+//! Units: validity bounds are unix seconds (UTC); access-log times and `last_seen` are unix
+//! milliseconds (UTC); holiday dates are ISO `YYYY-MM-DD` text (site-local dates).
+
+use crate::error::StoreError;
+use rusqlite::Connection;
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "gatehouse.db";
+
+/// How long a connection waits for another connection's lock before `SQLITE_BUSY`.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Version 1: the access side. Every change to a table the access engine decides from
+/// bumps `revision.value` (through the triggers below), so the hub can poll one integer
+/// and rebuild its in-memory snapshot only when something changed.
+const V1_ACCESS: &str = r#"
+CREATE TABLE revision (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    value INTEGER NOT NULL
+);
+INSERT INTO revision (id, value) VALUES (1, 0);
+
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE zones (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    anti_passback INTEGER NOT NULL DEFAULT 0 CHECK (anti_passback IN (0, 1))
+);
+
+CREATE TABLE gates (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    zone_id       INTEGER NOT NULL REFERENCES zones(id) ON DELETE RESTRICT,
+    direction     TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    enabled       INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    relay_ms      INTEGER NOT NULL CHECK (relay_ms >= 0),
+    -- The gate's own key (32 random bytes, generated here); authenticates the gate link.
+    secret        BLOB NOT NULL CHECK (length(secret) = 32),
+    -- JSON array of addresses / CIDR prefixes the gate may connect from; NULL = any.
+    allowed_ips   TEXT,
+    mqtt_username TEXT NOT NULL UNIQUE,
+    -- Unix milliseconds; NULL = never seen. Not part of the revision (heartbeats).
+    last_seen     INTEGER
+);
+CREATE INDEX gates_zone ON gates(zone_id);
+
+CREATE TABLE people (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    enabled     INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    valid_from  INTEGER,
+    valid_until INTEGER
+);
+
+-- Cards exist only as HMAC-SHA-256(site key, acc_id). No column holds any part of the
+-- raw card id; `label` is free text chosen by the admin and checked not to contain it.
+CREATE TABLE cards (
+    id          INTEGER PRIMARY KEY,
+    hash        BLOB NOT NULL UNIQUE CHECK (length(hash) = 32),
+    person_id   INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    enabled     INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    master      INTEGER NOT NULL DEFAULT 0 CHECK (master IN (0, 1)),
+    valid_from  INTEGER,
+    valid_until INTEGER,
+    label       TEXT
+);
+CREATE INDEX cards_person ON cards(person_id);
+
+-- `schedule` is the JSON form of gatehouse_access::model::Schedule.
+CREATE TABLE levels (
+    id       INTEGER PRIMARY KEY,
+    name     TEXT NOT NULL UNIQUE,
+    schedule TEXT NOT NULL
+);
+
+CREATE TABLE level_gates (
+    level_id INTEGER NOT NULL REFERENCES levels(id) ON DELETE CASCADE,
+    gate_id  INTEGER NOT NULL REFERENCES gates(id) ON DELETE CASCADE,
+    PRIMARY KEY (level_id, gate_id)
+) WITHOUT ROWID;
+CREATE INDEX level_gates_gate ON level_gates(gate_id);
+
+CREATE TABLE person_levels (
+    person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    level_id  INTEGER NOT NULL REFERENCES levels(id) ON DELETE CASCADE,
+    PRIMARY KEY (person_id, level_id)
+) WITHOUT ROWID;
+CREATE INDEX person_levels_level ON person_levels(level_id);
+
+CREATE TABLE holidays (
+    id   INTEGER PRIMARY KEY,
+    date TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL DEFAULT ''
+);
+
+-- Every access decision. No foreign keys on purpose: removing a person, card or gate
+-- keeps the history (rows keep the ids). `reason` is gatehouse_gate_proto::Reason's
+-- stable code. `gate_seq` is the gate's own sequence number (NULL when the transport has
+-- none); UNIQUE(gate_id, source, gate_seq) makes offline uploads idempotent.
+CREATE TABLE access_log (
+    id        INTEGER PRIMARY KEY,
+    at_ms     INTEGER NOT NULL,
+    gate_id   INTEGER NOT NULL,
+    card_hash BLOB CHECK (card_hash IS NULL OR length(card_hash) = 32),
+    card_id   INTEGER,
+    person_id INTEGER,
+    reason    INTEGER NOT NULL CHECK (reason BETWEEN 0 AND 255),
+    source    TEXT NOT NULL CHECK (source IN ('online', 'offline')),
+    gate_seq  INTEGER,
+    UNIQUE (gate_id, source, gate_seq)
+);
+
+CREATE TRIGGER zones_ins AFTER INSERT ON zones BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER zones_upd AFTER UPDATE ON zones BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER zones_del AFTER DELETE ON zones BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER gates_ins AFTER INSERT ON gates BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER gates_upd AFTER UPDATE OF name, zone_id, direction, enabled, relay_ms, secret, allowed_ips, mqtt_username ON gates
+    BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER gates_del AFTER DELETE ON gates BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER people_ins AFTER INSERT ON people BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER people_upd AFTER UPDATE ON people BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER people_del AFTER DELETE ON people BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER cards_ins AFTER INSERT ON cards BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER cards_upd AFTER UPDATE ON cards BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER cards_del AFTER DELETE ON cards BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER levels_ins AFTER INSERT ON levels BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER levels_upd AFTER UPDATE ON levels BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER levels_del AFTER DELETE ON levels BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER level_gates_ins AFTER INSERT ON level_gates BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER level_gates_upd AFTER UPDATE ON level_gates BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER level_gates_del AFTER DELETE ON level_gates BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER person_levels_ins AFTER INSERT ON person_levels BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER person_levels_upd AFTER UPDATE ON person_levels BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER person_levels_del AFTER DELETE ON person_levels BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER holidays_ins AFTER INSERT ON holidays BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER holidays_upd AFTER UPDATE ON holidays BEGIN UPDATE revision SET value = value + 1; END;
+CREATE TRIGGER holidays_del AFTER DELETE ON holidays BEGIN UPDATE revision SET value = value + 1; END;
+
+-- Room for later migrations (each its own entry in MIGRATIONS, never here):
+--   events     (NVR / gate / sensor events) and the alert outbox + delivery log,
+--              written in one transaction with their event;
+--   sensors    (LoRa devices, their keys and frame counters);
+--   users / roles / sessions, receivers, alert rules, WireGuard peers.
+"#;
+
+/// The ordered migrations; index `i` takes the database to version `i + 1`.
+pub const MIGRATIONS: &[&str] = &[V1_ACCESS];
+
+/// The schema version this code reads and writes.
+pub fn current_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Creates `dir` (0700) if it does not exist.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// The database path for a data directory.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}
+
+/// Opens (creating 0600 if missing) the database in `data_dir`, configures the connection
+/// and brings the schema up to date.
+pub(crate) fn open_connection(data_dir: &Path) -> Result<Connection, StoreError> {
+    ensure_dir(data_dir)?;
+    let path = db_path(data_dir);
+    // Create the file ourselves so it is born 0600; SQLite gives its -wal and -shm files
+    // the database file's permissions.
+    let io = |source| StoreError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io)?;
+    let mode = file.metadata().map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+    }
+    drop(file);
+
+    let mut conn = Connection::open(&path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // journal_mode returns the resulting mode as a row.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Config(format!(
+            "could not switch {} to WAL (journal_mode is {mode})",
+            path.display()
+        )));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;",
+    )?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Applies every migration the database lacks, one transaction each.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let supported = current_version();
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if found > supported {
+            return Err(StoreError::TooNew { found, supported });
+        }
+        if found == supported {
+            return Ok(());
+        }
+        let Some(sql) = usize::try_from(found).ok().and_then(|i| MIGRATIONS.get(i)) else {
+            return Err(StoreError::Corrupt(format!(
+                "database reports schema version {found}"
+            )));
+        };
+        tx.execute_batch(sql)?;
+        // user_version lives in the database header and changes with the transaction.
+        tx.execute_batch(&format!("PRAGMA user_version = {}", found + 1))?;
+        tx.commit()?;
+        tracing::info!(version = found + 1, "database migrated");
+    }
+}
