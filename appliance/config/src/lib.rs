@@ -184,8 +184,102 @@ impl std::str::FromStr for Role {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Hub {
-    /// Where the console and JSON API listen.
+    /// Where the console and JSON API listen (also the gates' HTTP transport).
     pub http_listen: SocketAddr,
+    /// Where gates connect with the raw-TCP transport; `None` (an empty string in the
+    /// file) turns that transport off.
+    #[serde(deserialize_with = "optional_socket_addr")]
+    pub gate_tcp_listen: Option<SocketAddr>,
+    /// The site's offset from UTC: schedules and holidays are local wall-clock times.
+    pub timezone_offset: UtcOffsetMinutes,
+}
+
+/// A fixed offset from UTC, written `+HH:MM` or `-HH:MM` (`Z` for `+00:00`), between
+/// -23:59 and +23:59. Fixed, not a zone name: the box has no tz database, and a site that
+/// observes daylight saving time changes it twice a year.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UtcOffsetMinutes(i16);
+
+impl UtcOffsetMinutes {
+    /// From minutes east of UTC; `None` outside -23:59..=+23:59.
+    pub fn from_minutes(minutes: i16) -> Option<UtcOffsetMinutes> {
+        (-(24 * 60) < minutes && minutes < 24 * 60).then_some(UtcOffsetMinutes(minutes))
+    }
+
+    /// Minutes east of UTC.
+    pub fn minutes(self) -> i16 {
+        self.0
+    }
+
+    /// Seconds east of UTC.
+    pub fn seconds(self) -> i32 {
+        i32::from(self.0) * 60
+    }
+}
+
+impl fmt::Display for UtcOffsetMinutes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { '-' } else { '+' };
+        let m = self.0.unsigned_abs();
+        write!(f, "{sign}{:02}:{:02}", m / 60, m % 60)
+    }
+}
+
+impl std::str::FromStr for UtcOffsetMinutes {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a UTC offset like \"+01:00\" or \"-05:30\"");
+        if s == "Z" {
+            return Ok(UtcOffsetMinutes(0));
+        }
+        let b = s.as_bytes();
+        let sign: i16 = match b.first() {
+            Some(b'+') => 1,
+            Some(b'-') => -1,
+            _ => return Err(bad()),
+        };
+        let digits = |r: std::ops::Range<usize>| -> Option<i16> {
+            let part = s.get(r)?;
+            if part.len() == 2 && part.bytes().all(|c| c.is_ascii_digit()) {
+                part.parse().ok()
+            } else {
+                None
+            }
+        };
+        if b.len() != 6 || b.get(3) != Some(&b':') {
+            return Err(bad());
+        }
+        let (Some(h), Some(m)) = (digits(1..3), digits(4..6)) else {
+            return Err(bad());
+        };
+        if h > 23 || m > 59 {
+            return Err(format!(
+                "{s:?} is out of range: hours 00 to 23, minutes 00 to 59"
+            ));
+        }
+        Ok(UtcOffsetMinutes(sign * (h * 60 + m)))
+    }
+}
+
+impl<'de> Deserialize<'de> for UtcOffsetMinutes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn optional_socket_addr<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{s:?} is not an address:port like \"0.0.0.0:7300\" (or \"\" to turn it off)"
+        ))
+    })
 }
 
 impl Default for General {
@@ -222,6 +316,8 @@ impl Default for Hub {
     fn default() -> Self {
         Hub {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            gate_tcp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 7300))),
+            timezone_offset: UtcOffsetMinutes::default(),
         }
     }
 }
@@ -462,6 +558,44 @@ mod tests {
         assert_eq!(
             c.tunnel.peers_file,
             PathBuf::from("/var/lib/gatehouse/wg0.conf")
+        );
+    }
+
+    #[test]
+    fn hub_gate_tcp_listen_and_timezone() {
+        let c = parse("[hub]\ngate_tcp_listen = \"\"\ntimezone_offset = \"-05:30\"\n").unwrap();
+        assert_eq!(c.hub.gate_tcp_listen, None);
+        assert_eq!(c.hub.timezone_offset.minutes(), -330);
+        assert_eq!(c.hub.timezone_offset.seconds(), -19800);
+        assert_eq!(c.hub.timezone_offset.to_string(), "-05:30");
+        let c = parse("[hub]\ngate_tcp_listen = \"127.0.0.1:7301\"\ntimezone_offset = \"Z\"\n")
+            .unwrap();
+        assert_eq!(
+            c.hub.gate_tcp_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 7301)))
+        );
+        assert_eq!(c.hub.timezone_offset.minutes(), 0);
+        assert_eq!(Config::default().hub.timezone_offset.to_string(), "+00:00");
+        for bad in [
+            "+1:00",
+            "01:00",
+            "+24:00",
+            "+01:60",
+            "+01:00:00",
+            "+0a:00",
+            "",
+        ] {
+            let e = parse(&format!("[hub]\ntimezone_offset = {bad:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`hub.timezone_offset`"), "{bad}: {e}");
+        }
+        let e = parse("[hub]\ngate_tcp_listen = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`hub.gate_tcp_listen`") && e.contains("7300"),
+            "{e}"
         );
     }
 

@@ -1,28 +1,48 @@
-//! The hub: Gatehouse's HTTP side. For now it serves the console's landing page and a
-//! health endpoint on `hub.http_listen`, which the tunnel exposes to peers as the
-//! `console` service; access decisions, events, alerts and the full console arrive with
-//! the issues that build them, each as its own module behind this router.
+//! The hub: Gatehouse's auth broker and HTTP side.
+//!
+//! - [`access`]: the access service every gate transport calls (decide, log durably,
+//!   authenticate gates, replay windows).
+//! - [`http`]: the console's landing page, `/healthz`, and the gates' HTTP transport
+//!   `POST /api/v1/access/check`, on `hub.http_listen`.
+//! - [`gate_tcp`]: the gates' raw-TCP transport on `hub.gate_tcp_listen` (off when empty).
+//!
+//! [`Hub::bind`] opens the store and binds every listener (so tests can bind port 0 and
+//! read the bound addresses); [`Hub::run`] serves until the shutdown future completes,
+//! then lets connections finish the answers they owe and stops the access-log writer.
+//! [`serve`] is both in one call, for the `gatehouse` binary.
 
+pub mod access;
+pub mod drops;
+pub mod gate_tcp;
+pub mod http;
+
+use access::{AccessError, AccessService};
 use axum::routing::get;
 use axum::Router;
 use gatehouse_config::Config;
 use std::future::Future;
 use std::net::SocketAddr;
+use tokio::net::TcpListener;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HubError {
-    #[error("cannot listen on {addr} (hub.http_listen): {source}; choose a free address:port")]
+    #[error("cannot listen on {addr} ({key}): {source}; choose a free address:port")]
     Bind {
         addr: SocketAddr,
+        key: &'static str,
         #[source]
         source: std::io::Error,
     },
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error("invalid hub.timezone_offset: {0}")]
+    TimeZone(String),
 }
 
-/// The hub's routes.
+/// The hub's routes without the gate transport (landing page and health).
 pub fn router() -> Router {
     Router::new()
         .route("/", get(index))
@@ -36,18 +56,111 @@ async fn index() -> axum::response::Html<String> {
     ))
 }
 
+/// A hub with its store open and its listeners bound, not yet serving.
+#[derive(Debug)]
+pub struct Hub {
+    access: AccessService,
+    http: TcpListener,
+    http_addr: SocketAddr,
+    gate_tcp: Option<(TcpListener, SocketAddr)>,
+}
+
+async fn bind(addr: SocketAddr, key: &'static str) -> Result<(TcpListener, SocketAddr), HubError> {
+    let err = |source| HubError::Bind { addr, key, source };
+    let l = TcpListener::bind(addr).await.map_err(err)?;
+    let local = l.local_addr().map_err(err)?;
+    Ok((l, local))
+}
+
+impl Hub {
+    /// Opens the access service in `general.data_dir` and binds `hub.http_listen` and
+    /// `hub.gate_tcp_listen`.
+    pub async fn bind(config: &Config) -> Result<Hub, HubError> {
+        let offset = time::UtcOffset::from_whole_seconds(config.hub.timezone_offset.seconds())
+            .map_err(|e| HubError::TimeZone(e.to_string()))?;
+        let access = AccessService::open(&config.general.data_dir, offset).await?;
+        let (http, http_addr) = bind(config.hub.http_listen, "hub.http_listen").await?;
+        let gate_tcp = match config.hub.gate_tcp_listen {
+            Some(addr) => Some(bind(addr, "hub.gate_tcp_listen").await?),
+            None => None,
+        };
+        Ok(Hub {
+            access,
+            http,
+            http_addr,
+            gate_tcp,
+        })
+    }
+
+    /// Where the console, JSON API and gates' HTTP transport listen.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Where the gates' raw-TCP transport listens, if it is on.
+    pub fn gate_tcp_addr(&self) -> Option<SocketAddr> {
+        self.gate_tcp.as_ref().map(|(_, a)| *a)
+    }
+
+    /// The access service (counters, refresh).
+    pub fn access(&self) -> &AccessService {
+        &self.access
+    }
+
+    /// Serves until `shutdown` completes, then drains and stops the access log.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), HubError> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stop_tx = std::sync::Arc::new(stop_tx);
+        let on_shutdown = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = on_shutdown.send(true);
+        });
+        let refresher = self.access.spawn_refresher(stop_rx.clone());
+        let tcp = self.gate_tcp.map(|(listener, addr)| {
+            tracing::info!(%addr, "gate TCP transport listening");
+            tokio::spawn(gate_tcp::run(
+                listener,
+                self.access.clone(),
+                stop_rx.clone(),
+            ))
+        });
+        let app = router().merge(http::routes(self.access.clone()));
+        tracing::info!(addr = %self.http_addr, "hub listening");
+        let mut http_stop = stop_rx.clone();
+        let served = axum::serve(
+            self.http,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            stopped(&mut http_stop).await;
+        })
+        .await
+        .map_err(HubError::Serve);
+        // Also when the HTTP server failed: stop the other tasks.
+        let _ = stop_tx.send(true);
+        if let Some(t) = tcp {
+            let _ = t.await;
+        }
+        let _ = refresher.await;
+        let access = self.access;
+        let _ = tokio::task::spawn_blocking(move || access.shutdown()).await;
+        served
+    }
+}
+
+/// Completes once the stop flag is set (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// Serves the hub until `shutdown` completes.
 pub async fn serve(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HubError> {
-    let addr = config.hub.http_listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| HubError::Bind { addr, source })?;
-    tracing::info!(%addr, "hub listening");
-    axum::serve(listener, router())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(HubError::Serve)
+    Hub::bind(config).await?.run(shutdown).await
 }

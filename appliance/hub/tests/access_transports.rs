@@ -1,0 +1,526 @@
+//! The hub's access service end to end over real sockets on 127.0.0.1: the HTTP transport
+//! (`POST /api/v1/access/check`) and the raw-TCP transport, against a store set up in a
+//! temporary data directory. Afterwards every answered decision is in the access log and
+//! the database holds no raw card id.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use gatehouse_access::model::{Direction, HolidayRule, Schedule, Validity, Window};
+use gatehouse_config::Config;
+use gatehouse_gate_proto::{
+    verify, AccessRequest, CardId, Decision, ErrorCode, ErrorReply, FrameDecoder, GateKey,
+    Heartbeat, HeartbeatFlags, Message, Reason, Repr, MAX_FRAME_LEN,
+};
+use gatehouse_hub::Hub;
+use gatehouse_store::{NewCard, NewGate, SiteKey, Store};
+use std::net::SocketAddr;
+use std::path::Path;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+// Distinctive 10-byte card ids, so finding their bytes in the DB file cannot be chance.
+const GRANTED: &str = "a1b2c3d4e5f60718293a";
+const DISABLED: &str = "b1b2c3d4e5f60718293b";
+const OFF_HOURS: &str = "c1b2c3d4e5f60718293c";
+const UNKNOWN: &str = "d1b2c3d4e5f60718293d";
+
+struct Site {
+    gate_a: u32,
+    key_a: GateKey,
+    gate_b: u32,
+    key_b: GateKey,
+    gate_ip: u32,
+    key_ip: GateKey,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    CardId::from_hex(s).unwrap().as_bytes().to_vec()
+}
+
+fn setup(dir: &Path) -> Site {
+    let store = Store::open(dir).unwrap();
+    let key = SiteKey::load_or_create(dir).unwrap();
+    let zone = store.add_zone("lobby", false).unwrap();
+    let gate = |name: &str, ips: Option<Vec<String>>| {
+        let c = store
+            .add_gate(&NewGate {
+                name: name.into(),
+                zone,
+                direction: Direction::In,
+                relay_ms: 1500,
+                allowed_ips: ips,
+                mqtt_username: None,
+            })
+            .unwrap();
+        (u32::try_from(c.id).unwrap(), *c.secret.expose())
+    };
+    let (gate_a, key_a) = gate("front", None);
+    let (gate_b, key_b) = gate("back", None);
+    let (gate_ip, key_ip) = gate("fenced", Some(vec!["10.9.9.0/24".into()]));
+
+    let always = Schedule {
+        weekly: std::array::from_fn(|_| {
+            vec![Window {
+                start: 0,
+                end: 1440,
+            }]
+        }),
+        holidays: HolidayRule::Ignore,
+    };
+    let never = Schedule {
+        weekly: Default::default(),
+        holidays: HolidayRule::Ignore,
+    };
+    let staff = store.add_level("staff", &always).unwrap();
+    let closed = store.add_level("closed", &never).unwrap();
+    for g in [gate_a, gate_b, gate_ip] {
+        store.add_level_gate(staff, i64::from(g)).unwrap();
+        store.add_level_gate(closed, i64::from(g)).unwrap();
+    }
+    let person = |name: &str, level| {
+        let p = store.add_person(name, Validity::default()).unwrap();
+        store.grant_level(p, level).unwrap();
+        p
+    };
+    let card = |person, acc: &str| {
+        store
+            .add_card(
+                &key,
+                &unhex(acc),
+                &NewCard {
+                    person,
+                    master: false,
+                    validity: Validity::default(),
+                    label: None,
+                },
+            )
+            .unwrap()
+    };
+    let alice = person("alice", staff);
+    card(alice, GRANTED);
+    let disabled = card(alice, DISABLED);
+    store.set_card_enabled(disabled, false).unwrap();
+    let bob = person("bob", closed);
+    card(bob, OFF_HOURS);
+    Site {
+        gate_a,
+        key_a,
+        gate_b,
+        key_b,
+        gate_ip,
+        key_ip,
+    }
+}
+
+async fn start(
+    dir: &Path,
+) -> (
+    SocketAddr,
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let mut config = Config::default();
+    config.general.data_dir = dir.to_path_buf();
+    config.hub.http_listen = "127.0.0.1:0".parse().unwrap();
+    config.hub.gate_tcp_listen = Some("127.0.0.1:0".parse().unwrap());
+    let hub = Hub::bind(&config).await.unwrap();
+    let http = hub.http_addr();
+    let tcp = hub.gate_tcp_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        hub.run(async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (http, tcp, tx, task)
+}
+
+/// One HTTP/1.1 request on its own connection; returns the status and the JSON body.
+async fn post(addr: SocketAddr, auth: Option<&str>, body: &[u8]) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "POST /api/v1/access/check HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(a) = auth {
+        req.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    // A refused oversize body may be cut short by the server: ignore write errors.
+    let _ = s.write_all(body).await;
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp).await;
+    let text = String::from_utf8_lossy(&resp).to_string();
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+    (status, json)
+}
+
+fn bearer(key: &GateKey) -> String {
+    format!("Bearer {}", hex(key))
+}
+
+fn check_body(gate: u32, acc: &str) -> Vec<u8> {
+    format!("{{\"gate_id\": {gate}, \"acc_id\": \"{acc}\"}}").into_bytes()
+}
+
+fn frame(key: &GateKey, gate: u32, message: Message) -> Vec<u8> {
+    let repr = Repr {
+        gate_id: gate,
+        message,
+    };
+    let mut buf = vec![0u8; repr.buffer_len()];
+    repr.emit_sealed(key, &mut buf).unwrap();
+    buf
+}
+
+fn request(key: &GateKey, gate: u32, seq: u32, acc: &str) -> Vec<u8> {
+    frame(
+        key,
+        gate,
+        Message::AccessRequest(AccessRequest {
+            gate_id: gate,
+            seq,
+            time: 0,
+            card: CardId::from_hex(acc).unwrap(),
+        }),
+    )
+}
+
+/// Reads `n` reply frames, checks each tag with `key`, returns the messages.
+async fn replies(s: &mut TcpStream, key: &GateKey, n: usize) -> Vec<Message> {
+    let mut decoder = FrameDecoder::new(vec![0u8; MAX_FRAME_LEN]);
+    let mut out = Vec::new();
+    while out.len() < n {
+        let got = s.read(decoder.spare_mut()).await.unwrap();
+        assert!(got > 0, "connection closed after {} replies", out.len());
+        decoder.commit(got);
+        while let Some(f) = decoder.next_frame().unwrap() {
+            verify(key, &f).expect("reply sealed with the gate's key");
+            out.push(Repr::parse(&f).unwrap().message);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_tcp_transports_decide_log_and_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = setup(dir.path());
+    let (http, tcp, stop, task) = start(dir.path()).await;
+    let mut answered = 0u64;
+
+    // ---- HTTP -------------------------------------------------------------------------
+    let key_a = bearer(&site.key_a);
+    let (st, j) = post(http, Some(&key_a), &check_body(site.gate_a, GRANTED)).await;
+    assert_eq!(st, 200, "{j}");
+    assert_eq!(j["allow"], true);
+    assert_eq!(j["reason"], "granted");
+    assert_eq!(j["relay_ms"], 1500);
+    assert_eq!(j["seq"], 0);
+    answered += 1;
+    for (acc, reason) in [
+        (UNKNOWN, Reason::UnknownCard),
+        (DISABLED, Reason::Disabled),
+        (OFF_HOURS, Reason::OutsideSchedule),
+    ] {
+        let (st, j) = post(http, Some(&key_a), &check_body(site.gate_a, acc)).await;
+        assert_eq!(st, 200, "{j}");
+        assert_eq!(j["allow"], false);
+        assert_eq!(j["reason"], reason.as_str());
+        assert_eq!(j["relay_ms"], 0);
+        answered += 1;
+    }
+    // With a sequence number: echoed, and replay-checked.
+    let body = format!(
+        "{{\"gate_id\": {}, \"acc_id\": \"{GRANTED}\", \"seq\": 7, \"time\": 1}}",
+        site.gate_b
+    );
+    let key_b = bearer(&site.key_b);
+    let (st, j) = post(http, Some(&key_b), body.as_bytes()).await;
+    assert_eq!((st, &j["seq"]), (200, &serde_json::json!(7)), "{j}");
+    answered += 1;
+    let (st, j) = post(http, Some(&key_b), body.as_bytes()).await;
+    assert_eq!(st, 409, "{j}");
+    assert!(j["error"].as_str().unwrap().contains("already used"), "{j}");
+
+    // Refusals.
+    let (st, j) = post(http, None, &check_body(site.gate_a, GRANTED)).await;
+    assert_eq!(st, 401, "{j}");
+    assert!(j["error"].as_str().unwrap().contains("Bearer"), "{j}");
+    let (st, j) = post(
+        http,
+        Some(&bearer(&[0x55; 32])),
+        &check_body(site.gate_a, GRANTED),
+    )
+    .await;
+    assert_eq!(st, 401, "{j}");
+    // Another gate's (valid) key is refused.
+    let (st, j) = post(http, Some(&key_b), &check_body(site.gate_a, GRANTED)).await;
+    assert_eq!(st, 401, "{j}");
+    let (st, j) = post(http, Some(&key_a), &check_body(9999, GRANTED)).await;
+    assert_eq!(st, 404, "{j}");
+    let (st, j) = post(
+        http,
+        Some(&bearer(&site.key_ip)),
+        &check_body(site.gate_ip, GRANTED),
+    )
+    .await;
+    assert_eq!(st, 403, "{j}");
+    for bad in [
+        &b"{not json"[..],
+        &b"{\"gate_id\": 1}"[..],
+        &b"{\"gate_id\": 1, \"acc_id\": \"xyz1\"}"[..],
+        &b"{\"gate_id\": 1, \"acc_id\": \"\"}"[..],
+    ] {
+        let (st, j) = post(http, Some(&key_a), bad).await;
+        assert_eq!(st, 400, "{}: {j}", String::from_utf8_lossy(bad));
+        assert!(j["error"].as_str().unwrap().contains("acc_id"), "{j}");
+    }
+    let long = format!("{{\"gate_id\": 1, \"acc_id\": \"{}\"}}", "ab".repeat(33));
+    let (st, _) = post(http, Some(&key_a), long.as_bytes()).await;
+    assert_eq!(st, 400);
+    let huge = vec![b' '; 5000];
+    let (st, j) = post(http, Some(&key_a), &huge).await;
+    assert_eq!(st, 413, "{j}");
+
+    // ---- raw TCP ----------------------------------------------------------------------
+    let mut conn = TcpStream::connect(tcp).await.unwrap();
+    // 200 pipelined requests in one write; seq continues above HTTP's 0.
+    let mut batch = Vec::new();
+    for seq in 1..=200u32 {
+        let acc = if seq % 3 == 0 { UNKNOWN } else { GRANTED };
+        batch.extend(request(&site.key_a, site.gate_a, seq, acc));
+    }
+    conn.write_all(&batch).await.unwrap();
+    let got = replies(&mut conn, &site.key_a, 200).await;
+    for (i, m) in got.iter().enumerate() {
+        let seq = u32::try_from(i).unwrap() + 1;
+        let expect = if seq % 3 == 0 {
+            Decision {
+                seq,
+                reason: Reason::UnknownCard,
+                relay_ms: 0,
+            }
+        } else {
+            Decision {
+                seq,
+                reason: Reason::Granted,
+                relay_ms: 1500,
+            }
+        };
+        assert_eq!(m, &Message::Decision(expect));
+    }
+    answered += 200;
+
+    // A heartbeat gets no answer; a replayed frame gets ErrorReply Replay.
+    let hb = frame(
+        &site.key_a,
+        site.gate_a,
+        Message::Heartbeat(Heartbeat {
+            seq: 201,
+            time: 0,
+            allowlist_version: 0,
+            offline_pending: 0,
+            flags: HeartbeatFlags::new(true, false, true),
+        }),
+    );
+    conn.write_all(&hb).await.unwrap();
+    conn.write_all(&request(&site.key_a, site.gate_a, 5, GRANTED))
+        .await
+        .unwrap();
+    // A frame for an unknown gate is dropped silently...
+    conn.write_all(&request(&[1; 32], 4242, 1, GRANTED))
+        .await
+        .unwrap();
+    // ...a frame for gate A sealed with gate B's key is refused...
+    conn.write_all(&request(&site.key_b, site.gate_a, 300, GRANTED))
+        .await
+        .unwrap();
+    // ...and the connection still works.
+    conn.write_all(&request(&site.key_a, site.gate_a, 301, GRANTED))
+        .await
+        .unwrap();
+    let got = replies(&mut conn, &site.key_a, 3).await;
+    assert_eq!(
+        got,
+        vec![
+            Message::Error(ErrorReply {
+                seq: 5,
+                code: ErrorCode::Replay
+            }),
+            Message::Error(ErrorReply {
+                seq: 300,
+                code: ErrorCode::BadAuth
+            }),
+            Message::Decision(Decision {
+                seq: 301,
+                reason: Reason::Granted,
+                relay_ms: 1500
+            }),
+        ]
+    );
+    answered += 1;
+
+    // Gate B's own key over TCP: its window continues after HTTP's seq 7.
+    let mut conn_b = TcpStream::connect(tcp).await.unwrap();
+    conn_b
+        .write_all(&request(&site.key_b, site.gate_b, 7, GRANTED))
+        .await
+        .unwrap();
+    conn_b
+        .write_all(&request(&site.key_b, site.gate_b, 8, OFF_HOURS))
+        .await
+        .unwrap();
+    let got = replies(&mut conn_b, &site.key_b, 2).await;
+    assert_eq!(
+        got[0],
+        Message::Error(ErrorReply {
+            seq: 7,
+            code: ErrorCode::Replay
+        })
+    );
+    assert_eq!(
+        got[1],
+        Message::Decision(Decision {
+            seq: 8,
+            reason: Reason::OutsideSchedule,
+            relay_ms: 0
+        })
+    );
+    answered += 1;
+
+    // Garbage: a length field past the maximum, and one below the minimum, close the
+    // connection; the hub keeps serving.
+    for junk in [
+        &[0xffu8, 0xff, 1, 2, 3][..],
+        &[0x00, 0x01, 0xaa][..],
+        &[0u8; 64][..],
+    ] {
+        let mut g = TcpStream::connect(tcp).await.unwrap();
+        g.write_all(junk).await.unwrap();
+        let mut sink = Vec::new();
+        let n = g.read_to_end(&mut sink).await.unwrap_or(0);
+        assert_eq!(n, 0, "no reply to garbage");
+    }
+    conn.write_all(&request(&site.key_a, site.gate_a, 302, DISABLED))
+        .await
+        .unwrap();
+    let got = replies(&mut conn, &site.key_a, 1).await;
+    assert_eq!(
+        got[0],
+        Message::Decision(Decision {
+            seq: 302,
+            reason: Reason::Disabled,
+            relay_ms: 0
+        })
+    );
+    answered += 1;
+    drop(conn);
+    drop(conn_b);
+
+    let (st, _) = post(http, Some(&key_a), &check_body(site.gate_a, GRANTED)).await;
+    assert_eq!(st, 200, "hub still serves HTTP");
+    answered += 1;
+
+    stop.send(()).unwrap();
+    task.await.unwrap();
+
+    // ---- afterwards -------------------------------------------------------------------
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.log_count().unwrap(), answered);
+    let rows = store.log_tail(10_000).unwrap();
+    let seqs: Vec<u64> = rows
+        .iter()
+        .filter(|r| r.gate == i64::from(site.gate_a))
+        .filter_map(|r| r.gate_seq)
+        .collect();
+    assert_eq!(seqs.len(), 202, "200 pipelined + 301 + 302");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "logged in order");
+    assert!(store
+        .gate(i64::from(site.gate_a))
+        .unwrap()
+        .last_seen
+        .is_some());
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    drop(store);
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        for acc in [GRANTED, DISABLED, OFF_HOURS, UNKNOWN] {
+            let raw = unhex(acc);
+            assert!(
+                !bytes.windows(raw.len()).any(|w| w == raw.as_slice()),
+                "raw card id found in {}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_windows_resume_from_the_log_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = setup(dir.path());
+    let (_, tcp, stop, task) = start(dir.path()).await;
+    let mut conn = TcpStream::connect(tcp).await.unwrap();
+    conn.write_all(&request(&site.key_a, site.gate_a, 40, GRANTED))
+        .await
+        .unwrap();
+    assert!(matches!(
+        replies(&mut conn, &site.key_a, 1).await[0],
+        Message::Decision(_)
+    ));
+    drop(conn);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+
+    let (_, tcp, stop, task) = start(dir.path()).await;
+    let mut conn = TcpStream::connect(tcp).await.unwrap();
+    conn.write_all(&request(&site.key_a, site.gate_a, 40, GRANTED))
+        .await
+        .unwrap();
+    conn.write_all(&request(&site.key_a, site.gate_a, 39, GRANTED))
+        .await
+        .unwrap();
+    conn.write_all(&request(&site.key_a, site.gate_a, 41, GRANTED))
+        .await
+        .unwrap();
+    let got = replies(&mut conn, &site.key_a, 3).await;
+    assert_eq!(
+        got[0],
+        Message::Error(ErrorReply {
+            seq: 40,
+            code: ErrorCode::Replay
+        })
+    );
+    assert_eq!(
+        got[1],
+        Message::Error(ErrorReply {
+            seq: 39,
+            code: ErrorCode::Replay
+        })
+    );
+    assert!(matches!(
+        got[2],
+        Message::Decision(Decision { seq: 41, .. })
+    ));
+    drop(conn);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    assert_eq!(Store::open(dir.path()).unwrap().log_count().unwrap(), 2);
+}
