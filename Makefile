@@ -8,7 +8,7 @@ DEV_CONFIG := config/dev.toml
 # The workflows are sequences (deps, then build, then run); never interleave them under -j.
 .NOTPARALLEL:
 
-.PHONY: help deps deps-bench build run test fmt fmt-check clippy nextest test-timers \
+.PHONY: help deps deps-bench build run test fmt fmt-check clippy nextest test-timers test-gate-fw \
 	bench-tunnel clean
 
 help:
@@ -32,7 +32,7 @@ build: deps
 run: build
 	$(GATEHOUSE) --config $(DEV_CONFIG) up
 
-test: deps fmt-check clippy nextest test-timers
+test: deps fmt-check clippy nextest test-timers test-gate-fw
 
 fmt:
 	$(CARGO) fmt --all
@@ -52,6 +52,12 @@ nextest:
 # for a mock one and must never be unified into a build that links the gatehouse binary.
 test-timers:
 	$(CARGO) nextest run -p gatehouse-tunnel --features fake-clock --test timers --no-tests=fail
+
+# The gate controller's firmware core: its own workspace (no_std), tested on the host.
+test-gate-fw:
+	cd gate-fw && $(CARGO) fmt --all -- --check
+	cd gate-fw && $(CARGO) clippy --all-targets -- -D warnings
+	cd gate-fw && $(CARGO) test
 
 bench-tunnel: deps-bench
 	$(CARGO) build --release -p gatehouse
