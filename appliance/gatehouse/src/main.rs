@@ -1,6 +1,7 @@
 //! `gatehouse`: one binary, a subcommand per service (busybox style). Each subcommand
 //! parses its arguments, loads the configuration and calls into a library crate.
 
+mod access_cmd;
 mod peer_cmd;
 mod signals;
 
@@ -55,6 +56,21 @@ enum Command {
     /// Manage remote peers (admins and installers) in the peer store.
     #[command(subcommand)]
     Peer(peer_cmd::PeerCommand),
+    /// Manage gates: add one (prints its credentials and connection settings), list them.
+    #[command(subcommand)]
+    Gate(access_cmd::GateCommand),
+    /// Manage the people cards and access levels belong to.
+    #[command(subcommand)]
+    Person(access_cmd::PersonCommand),
+    /// Manage access levels (gates open on a weekly schedule) and grant them to people.
+    #[command(subcommand)]
+    Level(access_cmd::LevelCommand),
+    /// Enrol, list, disable, enable and remove cards (stored only as keyed hashes).
+    #[command(subcommand)]
+    Card(access_cmd::CardCommand),
+    /// Read the access log: every decision the hub and the gates made.
+    #[command(subcommand)]
+    Log(access_cmd::LogCommand),
 }
 
 fn main() {
@@ -95,6 +111,11 @@ fn run(cli: Cli) -> Result<()> {
             let config = load(&cli)?;
             peer_cmd::run(&config, cmd)
         }
+        Command::Gate(cmd) => access_cmd::gate(&load(&cli)?, cmd),
+        Command::Person(cmd) => access_cmd::person(&load(&cli)?, cmd),
+        Command::Level(cmd) => access_cmd::level(&load(&cli)?, cmd),
+        Command::Card(cmd) => access_cmd::card(&load(&cli)?, cmd),
+        Command::Log(cmd) => access_cmd::log(&load(&cli)?, cmd),
         Command::Tunnel => {
             let config = load(&cli)?;
             init_logging(cli.log_json || config.general.log_format == LogFormat::Json);
