@@ -121,17 +121,17 @@ impl Mosquitto {
     }
 
     fn launch(binary: &Path, files: BrokerFiles, port: u16, timeout: Duration) -> Result<Self> {
-        let mut child = Command::new(binary)
-            .arg("-c")
+        let mut cmd = Command::new(binary);
+        cmd.arg("-c")
             .arg(files.conf())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| BrokerError::Spawn {
-                binary: binary.to_owned(),
-                source,
-            })?;
+            .stderr(Stdio::piped());
+        // mosquitto must not outlive us, even if we are SIGKILLed.
+        let mut child = os::spawn_tied(cmd).map_err(|source| BrokerError::Spawn {
+            binary: binary.to_owned(),
+            source,
+        })?;
         let log = Arc::new(StderrLog::default());
         let reader = child.stderr.take().map(|stderr| {
             let log = Arc::clone(&log);

@@ -192,6 +192,62 @@ pub struct Hub {
     pub gate_tcp_listen: Option<SocketAddr>,
     /// The site's offset from UTC: schedules and holidays are local wall-clock times.
     pub timezone_offset: UtcOffsetMinutes,
+    /// The gates' MQTT transport (`[hub.mqtt]`).
+    pub mqtt: Mqtt,
+}
+
+/// Where the hub's MQTT broker comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MqttMode {
+    /// The hub runs its own mosquitto (a child process, files in `<data_dir>/mosquitto/`)
+    /// and provisions it from the store's gates.
+    Embedded,
+    /// The hub connects to a broker run by someone else (systemd's mosquitto on the box).
+    External,
+    /// No MQTT transport.
+    Off,
+}
+
+/// The gates' MQTT transport: gates publish sealed frames to `request_topic`, the hub
+/// answers gate `n` on `<response_prefix>/<n>`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mqtt {
+    pub mode: MqttMode,
+    /// Embedded mode: the broker's listener. A loopback address gets one loopback
+    /// listener (port 0: a free port, logged at start); any other address gets a listener
+    /// there (fixed port) plus a loopback one on a free port for the hub itself.
+    pub listen: SocketAddr,
+    /// External mode: the broker's `host:port`.
+    pub broker: String,
+    /// The hub's own MQTT user name.
+    pub username: String,
+    /// The file holding the hub's MQTT password. External mode: required. Embedded mode:
+    /// empty means `<data_dir>/mqtt-hub.password`, created with a random password.
+    pub password_file: PathBuf,
+    /// External mode: where to write mosquitto's password and ACL files for the gates
+    /// (`passwd`, `acl`); empty: do not write them.
+    pub provision_dir: PathBuf,
+    /// The topic gates publish access requests to.
+    pub request_topic: String,
+    /// Gate `n` gets its answers on `<response_prefix>/<n>`.
+    pub response_prefix: String,
+}
+
+impl Default for Mqtt {
+    fn default() -> Self {
+        Mqtt {
+            mode: MqttMode::Embedded,
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            broker: "127.0.0.1:1883".into(),
+            username: "gatehouse-hub".into(),
+            password_file: PathBuf::new(),
+            provision_dir: PathBuf::new(),
+            request_topic: "access/request".into(),
+            response_prefix: "access/response".into(),
+        }
+    }
 }
 
 /// A fixed offset from UTC, written `+HH:MM` or `-HH:MM` (`Z` for `+00:00`), between
@@ -318,7 +374,80 @@ impl Default for Hub {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             gate_tcp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 7300))),
             timezone_offset: UtcOffsetMinutes::default(),
+            mqtt: Mqtt::default(),
         }
+    }
+}
+
+impl Mqtt {
+    fn validate(
+        &self,
+        invalid: &dyn Fn(&str, &str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        use gatehouse_broker::{Account, BrokerError, Provisioning, Topics};
+        if self.mode == MqttMode::Off {
+            return Ok(());
+        }
+        let topic_err = |key: &str, e: BrokerError| {
+            invalid(
+                key,
+                "an MQTT topic without wildcards, '$' or '/' at either end",
+                e.to_string(),
+            )
+        };
+        Topics::new(&self.request_topic, "x")
+            .map_err(|e| topic_err("hub.mqtt.request_topic", e))?;
+        let topics = Topics::new(&self.request_topic, &self.response_prefix)
+            .map_err(|e| topic_err("hub.mqtt.response_prefix", e))?;
+        if self
+            .request_topic
+            .starts_with(&format!("{}/", self.response_prefix))
+        {
+            return Err(invalid(
+                "hub.mqtt.request_topic",
+                "a topic outside hub.mqtt.response_prefix (a gate reads <response_prefix>/<gate_id>)",
+                format!("{:?}", self.request_topic),
+            ));
+        }
+        Provisioning::new(Account::new(&self.username, "-"), topics).map_err(|e| {
+            invalid(
+                "hub.mqtt.username",
+                "an MQTT user name without ':', whitespace or a leading '#'",
+                e.to_string(),
+            )
+        })?;
+        match self.mode {
+            MqttMode::Embedded => {
+                if self.listen.port() == 0 && !self.listen.ip().is_loopback() {
+                    return Err(invalid(
+                        "hub.mqtt.listen",
+                        "a fixed port for a non-loopback listener (port 0, a free port, only on 127.0.0.1)",
+                        self.listen.to_string(),
+                    ));
+                }
+            }
+            MqttMode::External => {
+                let ok = self.broker.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+                });
+                if !ok {
+                    return Err(invalid(
+                        "hub.mqtt.broker",
+                        "host:port of the MQTT broker, like 127.0.0.1:1883",
+                        format!("{:?}", self.broker),
+                    ));
+                }
+                if self.password_file.as_os_str().is_empty() {
+                    return Err(invalid(
+                        "hub.mqtt.password_file",
+                        "the file holding the hub's MQTT password (required in external mode)",
+                        "\"\"".into(),
+                    ));
+                }
+            }
+            MqttMode::Off => {}
+        }
+        Ok(())
     }
 }
 
@@ -454,7 +583,7 @@ impl Config {
         if t.peers_file.as_os_str().is_empty() {
             t.peers_file = self.general.data_dir.join(format!("{}.conf", t.interface));
         }
-        Ok(())
+        self.hub.mqtt.validate(&invalid)
     }
 
     /// The UAPI socket path of the tunnel interface.
@@ -597,6 +726,43 @@ mod tests {
             e.contains("`hub.gate_tcp_listen`") && e.contains("7300"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn hub_mqtt_keys() {
+        let c = Config::default();
+        assert_eq!(c.hub.mqtt.mode, MqttMode::Embedded);
+        let c = parse(
+            "[hub.mqtt]\nmode = \"external\"\nbroker = \"localhost:1883\"\n\
+             password_file = \"/etc/gatehouse/mqtt-hub.password\"\n\
+             provision_dir = \"/etc/mosquitto/gatehouse\"\n\
+             request_topic = \"site/req\"\nresponse_prefix = \"site/resp\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.hub.mqtt.mode, MqttMode::External);
+        assert_eq!(c.hub.mqtt.response_prefix, "site/resp");
+        let c = parse("[hub.mqtt]\nmode = \"off\"\nrequest_topic = \"#\"\n").unwrap();
+        assert_eq!(c.hub.mqtt.mode, MqttMode::Off);
+        for (text, key) in [
+            ("request_topic = \"access/#\"", "hub.mqtt.request_topic"),
+            ("response_prefix = \"\"", "hub.mqtt.response_prefix"),
+            ("response_prefix = \"/x\"", "hub.mqtt.response_prefix"),
+            (
+                "request_topic = \"access/response/1\"",
+                "hub.mqtt.request_topic",
+            ),
+            ("username = \"a:b\"", "hub.mqtt.username"),
+            ("listen = \"0.0.0.0:0\"", "hub.mqtt.listen"),
+            ("listen = \"nope\"", "hub.mqtt.listen"),
+            ("mode = \"external\"\nbroker = \"x\"", "hub.mqtt.broker"),
+            ("mode = \"external\"", "hub.mqtt.password_file"),
+            ("mode = \"cloud\"", "hub.mqtt.mode"),
+        ] {
+            let e = parse(&format!("[hub.mqtt]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The access service: what every gate transport (HTTP, raw TCP, later MQTT) calls to turn
+//! The access service: what every gate transport (HTTP, raw TCP, MQTT) calls to turn
 //! "this card at this gate" into a logged decision.
 //!
 //! [`AccessService`] holds the decision engine built from a store snapshot, the gates'
@@ -130,6 +130,8 @@ pub struct GateAuth {
     pub id: u32,
     pub name: String,
     pub enabled: bool,
+    /// The gate's MQTT user name (its broker account).
+    pub mqtt_username: String,
     key: GateKey,
     /// `None`: any address.
     allowed: Option<Vec<IpNet>>,
@@ -141,6 +143,7 @@ impl fmt::Debug for GateAuth {
             .field("id", &self.id)
             .field("name", &self.name)
             .field("enabled", &self.enabled)
+            .field("mqtt_username", &self.mqtt_username)
             .field("key", &"<redacted>")
             .field("allowed", &self.allowed)
             .finish()
@@ -165,6 +168,11 @@ impl GateAuth {
     /// Whether `presented` is this gate's key (constant time).
     pub fn key_matches(&self, presented: &[u8]) -> bool {
         ct_eq(&self.key, presented)
+    }
+
+    /// Whether the gate has an IP allow-list (`false`: any address).
+    pub fn has_ip_allow_list(&self) -> bool {
+        self.allowed.is_some()
     }
 
     /// Whether the gate may connect from `ip` (its optional allow-list).
@@ -295,6 +303,7 @@ fn load_gates(store: &Store) -> Result<HashMap<u32, Arc<GateAuth>>, StoreError> 
                 id,
                 name: c.name,
                 enabled: c.enabled,
+                mqtt_username: c.mqtt_username,
                 key: *c.secret.expose(),
                 allowed,
             }),
@@ -395,6 +404,18 @@ impl AccessService {
     /// The gate's credentials, if it is known.
     pub fn gate(&self, gate_id: u32) -> Option<Arc<GateAuth>> {
         lock(&self.inner.state).gates.get(&gate_id).cloned()
+    }
+
+    /// Every known gate's credentials, by id.
+    pub fn gates(&self) -> Vec<Arc<GateAuth>> {
+        let mut gates: Vec<_> = lock(&self.inner.state).gates.values().cloned().collect();
+        gates.sort_by_key(|g| g.id);
+        gates
+    }
+
+    /// The store revision the engine and credentials were loaded from.
+    pub fn revision(&self) -> u64 {
+        lock(&self.inner.state).revision
     }
 
     /// Looks up the gate and checks that the caller speaks for it from an allowed address.

@@ -2,13 +2,8 @@
 //! persistent connection (see `gatehouse_gate_proto::frame` for the layout).
 //!
 //! Per connection a reader cuts the stream with a [`FrameDecoder`] and handles each frame
-//! in order: look up the gate by the header's `gate_id`, verify the tag with its key,
-//! check its IP allow-list, parse, accept the sequence number ([`ReplayWindow`] per gate,
-//! shared with the other transports), then
-//! - access request: decide and submit the log entry; the answer is queued;
-//! - heartbeat: note the gate as seen (no answer);
-//! - anything else: `ErrorReply` Unsupported (door events, offline batches and
-//!   allow-list sync are handled by later work).
+//! in order with [`gate_frames::handle`] (verify, IP allow-list, parse, replay window,
+//! decide; shared with the MQTT transport).
 //!
 //! Pipelining: the reader never waits for an answer to be written. A writer task takes
 //! queued answers in order, waits for each decision's log row to be durable, seals it
@@ -22,17 +17,12 @@
 //! length field below the minimum or above `MAX_FRAME_LEN` means the stream lost its
 //! framing: counted, and the connection is closed. A decision the log could not make
 //! durable gets no answer (the gate times out and falls back to its allow-list).
-//!
-//! [`ReplayWindow`]: gatehouse_gate_proto::ReplayWindow
 
-use crate::access::{AccessError, AccessService, GateAuth, PendingDecision, Presented};
+use crate::access::AccessService;
 use crate::drops::DropKind;
-use gatehouse_gate_proto::{
-    verify, Decision, Error as ProtoError, ErrorCode, ErrorReply, Frame, FrameDecoder, Message,
-    Repr, MAX_FRAME_LEN,
-};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use crate::gate_frames::{self, Answer, Peer};
+use gatehouse_gate_proto::{Error as ProtoError, FrameDecoder, MAX_FRAME_LEN};
+use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -41,19 +31,6 @@ use tokio::sync::{mpsc, watch};
 pub const MAX_IN_FLIGHT: usize = 256;
 
 const TRANSPORT: &str = "tcp";
-
-/// An answer, in the order the requests came.
-enum Answer {
-    Decision {
-        gate: Arc<GateAuth>,
-        pending: PendingDecision,
-    },
-    Error {
-        gate: Arc<GateAuth>,
-        seq: u32,
-        code: ErrorCode,
-    },
-}
 
 /// Accepts gate connections until `stop` turns true, then lets each connection finish
 /// the answers it owes and returns.
@@ -103,7 +80,9 @@ async fn connection(
         decoder.commit(n);
         loop {
             let answer = match decoder.next_frame() {
-                Ok(Some(frame)) => handle(&service, &frame, peer.ip()),
+                Ok(Some(frame)) => {
+                    gate_frames::handle(&service, &frame, Peer::Ip(peer.ip()), TRANSPORT)
+                }
                 Ok(None) => break,
                 Err(e) => {
                     let kind = match e {
@@ -128,145 +107,6 @@ async fn connection(
     tracing::debug!(%peer, "gate disconnected");
 }
 
-fn handle(service: &AccessService, frame: &Frame<&[u8]>, peer: IpAddr) -> Option<Answer> {
-    let drops = service.drops();
-    let gate_id = frame.gate_id();
-    let seq = frame.seq();
-    let Some(gate) = service.gate(gate_id) else {
-        drops.count(
-            DropKind::UnknownGate,
-            TRANSPORT,
-            &format_args!("{peer}: frame for unknown gate {gate_id}"),
-        );
-        return None;
-    };
-    let refuse = |kind, code, detail: &dyn std::fmt::Display| {
-        drops.count(
-            kind,
-            TRANSPORT,
-            &format_args!("{peer}: gate {gate_id}: {detail}"),
-        );
-        Some(Answer::Error {
-            gate: gate.clone(),
-            seq,
-            code,
-        })
-    };
-    if let Err(e) = verify(gate.key(), frame) {
-        return refuse(DropKind::BadAuth, e.reply_code(), &e);
-    }
-    // The tag verified: the frame came from the holder of the key.
-    if let Err(e) = service.authenticate(gate_id, Presented::Verified, peer) {
-        return refuse(DropKind::IpRefused, ErrorCode::BadAuth, &e);
-    }
-    let repr = match Repr::parse(frame) {
-        Ok(r) => r,
-        Err(e) => {
-            let kind = match e.reply_code() {
-                ErrorCode::Unsupported => DropKind::Unsupported,
-                ErrorCode::BadAuth => DropKind::BadAuth,
-                _ => DropKind::Malformed,
-            };
-            return refuse(kind, e.reply_code(), &e);
-        }
-    };
-    let now = service.now();
-    if let Err(e) = service.accept_seq(gate_id, seq, now) {
-        return refuse(DropKind::Replayed, ErrorCode::Replay, &e);
-    }
-    match repr.message {
-        Message::AccessRequest(req) => {
-            match service.begin(gate_id, Some(seq), req.card.as_bytes(), now) {
-                Ok(pending) => Some(Answer::Decision { gate, pending }),
-                Err(e) => refuse(
-                    DropKind::Malformed,
-                    e.reply_code().unwrap_or(ErrorCode::Malformed),
-                    &e,
-                ),
-            }
-        }
-        Message::Heartbeat(_) => {
-            service.heard_from(gate_id, now);
-            None
-        }
-        other => refuse(
-            DropKind::Unsupported,
-            ErrorCode::Unsupported,
-            &format_args!("{} messages are not handled over TCP yet", msg_name(&other)),
-        ),
-    }
-}
-
-fn msg_name(m: &Message) -> &'static str {
-    match m {
-        Message::AccessRequest(_) => "access request",
-        Message::Decision(_) => "decision",
-        Message::DoorEvent(_) => "door event",
-        Message::Tamper(_) => "tamper",
-        Message::Heartbeat(_) => "heartbeat",
-        Message::OfflineBatch(_) => "offline batch",
-        Message::OfflineAck(_) => "offline ack",
-        Message::AllowListRequest(_) => "allow-list request",
-        Message::AllowListDelta(_) => "allow-list delta",
-        Message::Error(_) => "error reply",
-    }
-}
-
-/// Seals `message` for `gate` onto the end of `out`.
-fn emit(out: &mut Vec<u8>, gate: &GateAuth, message: Message) {
-    let repr = Repr {
-        gate_id: gate.id,
-        message,
-    };
-    let start = out.len();
-    out.resize(start + repr.buffer_len(), 0);
-    let ok = out
-        .get_mut(start..)
-        .is_some_and(|buf| repr.emit_sealed(gate.key(), buf).is_ok());
-    if !ok {
-        // Every reply the hub builds fits; keep the stream well-framed regardless.
-        out.truncate(start);
-        tracing::error!(gate = gate.id, "could not encode a reply frame");
-    }
-}
-
-async fn resolve(out: &mut Vec<u8>, answer: Answer, service: &AccessService) {
-    match answer {
-        Answer::Error { gate, seq, code } => {
-            emit(out, &gate, Message::Error(ErrorReply { seq, code }));
-        }
-        Answer::Decision { gate, pending } => {
-            let seq = pending.seq();
-            match pending.committed().await {
-                Ok(d) => emit(
-                    out,
-                    &gate,
-                    Message::Decision(Decision {
-                        seq,
-                        reason: d.decision.reason,
-                        relay_ms: u16::try_from(d.decision.relay_ms).unwrap_or(u16::MAX),
-                    }),
-                ),
-                Err(e @ AccessError::Replayed { .. }) => {
-                    service.drops().count(DropKind::Replayed, TRANSPORT, &e);
-                    emit(
-                        out,
-                        &gate,
-                        Message::Error(ErrorReply {
-                            seq,
-                            code: ErrorCode::Replay,
-                        }),
-                    );
-                }
-                Err(e) => {
-                    // No answer: the gate times out and uses its allow-list.
-                    service.drops().count(DropKind::NotDurable, TRANSPORT, &e);
-                }
-            }
-        }
-    }
-}
-
 async fn writer(
     mut wr: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::Receiver<Answer>,
@@ -275,11 +115,11 @@ async fn writer(
     let mut out = Vec::with_capacity(4096);
     let mut broken = false;
     while let Some(first) = rx.recv().await {
-        resolve(&mut out, first, &service).await;
+        gate_frames::resolve(&mut out, first, &service, TRANSPORT).await;
         // Batch whatever else is already queued into the same write.
         while out.len() < 64 * 1024 {
             match rx.try_recv() {
-                Ok(next) => resolve(&mut out, next, &service).await,
+                Ok(next) => gate_frames::resolve(&mut out, next, &service, TRANSPORT).await,
                 Err(_) => break,
             }
         }

@@ -5,16 +5,22 @@
 //! - [`http`]: the console's landing page, `/healthz`, and the gates' HTTP transport
 //!   `POST /api/v1/access/check`, on `hub.http_listen`.
 //! - [`gate_tcp`]: the gates' raw-TCP transport on `hub.gate_tcp_listen` (off when empty).
+//! - [`mqtt`]: the gates' MQTT transport (`[hub.mqtt]`), with the hub's own mosquitto in
+//!   embedded mode.
+//! - [`gate_frames`]: what the binary transports (TCP, MQTT) do with one sealed frame.
 //!
-//! [`Hub::bind`] opens the store and binds every listener (so tests can bind port 0 and
-//! read the bound addresses); [`Hub::run`] serves until the shutdown future completes,
-//! then lets connections finish the answers they owe and stops the access-log writer.
+//! [`Hub::bind`] opens the store, binds every listener and (embedded MQTT) starts and
+//! provisions mosquitto and subscribes, so tests can bind port 0 and read the bound
+//! addresses; [`Hub::run`] serves until the shutdown future completes, then lets
+//! connections finish the answers they owe, stops the broker and the access-log writer.
 //! [`serve`] is both in one call, for the `gatehouse` binary.
 
 pub mod access;
 pub mod drops;
+pub mod gate_frames;
 pub mod gate_tcp;
 pub mod http;
+pub mod mqtt;
 
 use access::{AccessError, AccessService};
 use axum::routing::get;
@@ -40,6 +46,8 @@ pub enum HubError {
     Access(#[from] AccessError),
     #[error("invalid hub.timezone_offset: {0}")]
     TimeZone(String),
+    #[error("MQTT transport ([hub.mqtt]): {0}")]
+    Mqtt(#[from] mqtt::MqttError),
 }
 
 /// The hub's routes without the gate transport (landing page and health).
@@ -63,6 +71,7 @@ pub struct Hub {
     http: TcpListener,
     http_addr: SocketAddr,
     gate_tcp: Option<(TcpListener, SocketAddr)>,
+    mqtt: Option<mqtt::MqttTransport>,
 }
 
 async fn bind(addr: SocketAddr, key: &'static str) -> Result<(TcpListener, SocketAddr), HubError> {
@@ -73,8 +82,9 @@ async fn bind(addr: SocketAddr, key: &'static str) -> Result<(TcpListener, Socke
 }
 
 impl Hub {
-    /// Opens the access service in `general.data_dir` and binds `hub.http_listen` and
-    /// `hub.gate_tcp_listen`.
+    /// Opens the access service in `general.data_dir`, binds `hub.http_listen` and
+    /// `hub.gate_tcp_listen`, and starts the MQTT transport (`hub.mqtt`; embedded mode:
+    /// returns once the hub is subscribed on its own broker).
     pub async fn bind(config: &Config) -> Result<Hub, HubError> {
         let offset = time::UtcOffset::from_whole_seconds(config.hub.timezone_offset.seconds())
             .map_err(|e| HubError::TimeZone(e.to_string()))?;
@@ -84,11 +94,13 @@ impl Hub {
             Some(addr) => Some(bind(addr, "hub.gate_tcp_listen").await?),
             None => None,
         };
+        let mqtt = mqtt::MqttTransport::start(config, &access).await?;
         Ok(Hub {
             access,
             http,
             http_addr,
             gate_tcp,
+            mqtt,
         })
     }
 
@@ -100,6 +112,13 @@ impl Hub {
     /// Where the gates' raw-TCP transport listens, if it is on.
     pub fn gate_tcp_addr(&self) -> Option<SocketAddr> {
         self.gate_tcp.as_ref().map(|(_, a)| *a)
+    }
+
+    /// The MQTT broker's address: in embedded mode its loopback listener (the port it
+    /// picked when `hub.mqtt.listen` had port 0); in external mode the configured broker
+    /// if it is an `ip:port`; `None` when MQTT is off.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt.as_ref().and_then(|m| m.broker_addr())
     }
 
     /// The access service (counters, refresh).
@@ -128,6 +147,9 @@ impl Hub {
                 stop_rx.clone(),
             ))
         });
+        let mqtt = self
+            .mqtt
+            .map(|m| tokio::spawn(m.run(self.access.clone(), stop_rx.clone())));
         let app = router().merge(http::routes(self.access.clone()));
         tracing::info!(addr = %self.http_addr, "hub listening");
         let mut http_stop = stop_rx.clone();
@@ -144,6 +166,9 @@ impl Hub {
         let _ = stop_tx.send(true);
         if let Some(t) = tcp {
             let _ = t.await;
+        }
+        if let Some(m) = mqtt {
+            let _ = m.await;
         }
         let _ = refresher.await;
         let access = self.access;

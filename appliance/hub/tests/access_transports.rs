@@ -128,6 +128,8 @@ async fn start(
     config.general.data_dir = dir.to_path_buf();
     config.hub.http_listen = "127.0.0.1:0".parse().unwrap();
     config.hub.gate_tcp_listen = Some("127.0.0.1:0".parse().unwrap());
+    // MQTT has its own tests (mqtt_transport.rs).
+    config.hub.mqtt.mode = gatehouse_config::MqttMode::Off;
     let hub = Hub::bind(&config).await.unwrap();
     let http = hub.http_addr();
     let tcp = hub.gate_tcp_addr().unwrap();

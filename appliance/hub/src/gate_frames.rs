@@ -1,0 +1,249 @@
+//! What the binary transports (raw TCP and MQTT) do with one sealed frame of the gate
+//! link, so both refuse, decide and answer the same way.
+//!
+//! [`handle`]: look up the gate by the header's `gate_id`, verify the tag with its key,
+//! check its IP allow-list, parse, accept the sequence number ([`ReplayWindow`] per gate,
+//! shared by every transport), then
+//! - access request: decide and submit the log entry; the [`Answer`] is returned;
+//! - heartbeat: note the gate as seen (no answer);
+//! - anything else: `ErrorReply` Unsupported (door events, offline batches and
+//!   allow-list sync are handled by later work).
+//!
+//! [`resolve`] turns an [`Answer`] into a sealed reply frame, waiting for a decision's
+//! log row to be durable first; a decision the log could not make durable gives no reply.
+//!
+//! Refusals are counted in [`crate::drops`]. A frame for an unknown gate gets no answer
+//! (there is no key to seal one with). Every other refusal gets an `ErrorReply` sealed with
+//! the gate's key; [`Answer::is_authentic`] tells whether the frame itself was authentic
+//! (its tag verified), for transports that must not answer forgeries (MQTT: anyone on the
+//! broker could otherwise make the hub publish on a gate's topic).
+//!
+//! [`ReplayWindow`]: gatehouse_gate_proto::ReplayWindow
+
+use crate::access::{AccessError, AccessService, GateAuth, PendingDecision, Presented};
+use crate::drops::DropKind;
+use gatehouse_gate_proto::{verify, Decision, ErrorCode, ErrorReply, Frame, Message, Repr};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Where a frame came from, as far as the transport knows.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    /// The gate's own address (raw TCP).
+    Ip(IpAddr),
+    /// Relayed by the MQTT broker: the gate's address is unknown, so a gate with an IP
+    /// allow-list is refused (fail closed) rather than let through unchecked.
+    Broker,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Ip(ip) => ip.fmt(f),
+            Peer::Broker => f.write_str("mqtt"),
+        }
+    }
+}
+
+/// An answer owed to a gate, in the order the requests came.
+pub enum Answer {
+    Decision {
+        gate: Arc<GateAuth>,
+        pending: PendingDecision,
+    },
+    Error {
+        gate: Arc<GateAuth>,
+        seq: u32,
+        code: ErrorCode,
+        /// The frame's tag verified with the gate's key.
+        authentic: bool,
+    },
+}
+
+impl Answer {
+    /// The gate the answer goes to.
+    pub fn gate_id(&self) -> u32 {
+        match self {
+            Answer::Decision { gate, .. } | Answer::Error { gate, .. } => gate.id,
+        }
+    }
+
+    /// Whether the frame being answered was sealed with the gate's key.
+    pub fn is_authentic(&self) -> bool {
+        match self {
+            Answer::Decision { .. } => true,
+            Answer::Error { authentic, .. } => *authentic,
+        }
+    }
+}
+
+/// Handles one frame whose length is already checked; returns the answer owed, if any.
+pub fn handle(
+    service: &AccessService,
+    frame: &Frame<&[u8]>,
+    peer: Peer,
+    transport: &'static str,
+) -> Option<Answer> {
+    let drops = service.drops();
+    let gate_id = frame.gate_id();
+    let seq = frame.seq();
+    let Some(gate) = service.gate(gate_id) else {
+        drops.count(
+            DropKind::UnknownGate,
+            transport,
+            &format_args!("{peer}: frame for unknown gate {gate_id}"),
+        );
+        return None;
+    };
+    let refuse = |kind, code, authentic, detail: &dyn std::fmt::Display| {
+        drops.count(
+            kind,
+            transport,
+            &format_args!("{peer}: gate {gate_id}: {detail}"),
+        );
+        Some(Answer::Error {
+            gate: gate.clone(),
+            seq,
+            code,
+            authentic,
+        })
+    };
+    if let Err(e) = verify(gate.key(), frame) {
+        return refuse(DropKind::BadAuth, e.reply_code(), false, &e);
+    }
+    // The tag verified: the frame came from the holder of the key.
+    let allowed = match peer {
+        Peer::Ip(ip) => service
+            .authenticate(gate_id, Presented::Verified, ip)
+            .map(|_| ()),
+        Peer::Broker if gate.has_ip_allow_list() => Err(AccessError::Malformed(
+            "the gate has an IP allow-list, which cannot be checked for frames relayed by \
+             the MQTT broker; use TCP or HTTP, or clear its allowed IPs"
+                .into(),
+        )),
+        Peer::Broker => Ok(()),
+    };
+    if let Err(e) = allowed {
+        return refuse(DropKind::IpRefused, ErrorCode::BadAuth, true, &e);
+    }
+    let repr = match Repr::parse(frame) {
+        Ok(r) => r,
+        Err(e) => {
+            let kind = match e.reply_code() {
+                ErrorCode::Unsupported => DropKind::Unsupported,
+                ErrorCode::BadAuth => DropKind::BadAuth,
+                _ => DropKind::Malformed,
+            };
+            return refuse(kind, e.reply_code(), true, &e);
+        }
+    };
+    let now = service.now();
+    if let Err(e) = service.accept_seq(gate_id, seq, now) {
+        return refuse(DropKind::Replayed, ErrorCode::Replay, true, &e);
+    }
+    match repr.message {
+        Message::AccessRequest(req) => {
+            match service.begin(gate_id, Some(seq), req.card.as_bytes(), now) {
+                Ok(pending) => Some(Answer::Decision { gate, pending }),
+                Err(e) => refuse(
+                    DropKind::Malformed,
+                    e.reply_code().unwrap_or(ErrorCode::Malformed),
+                    true,
+                    &e,
+                ),
+            }
+        }
+        Message::Heartbeat(_) => {
+            service.heard_from(gate_id, now);
+            None
+        }
+        other => refuse(
+            DropKind::Unsupported,
+            ErrorCode::Unsupported,
+            true,
+            &format_args!(
+                "{} messages are not handled over {transport} yet",
+                msg_name(&other)
+            ),
+        ),
+    }
+}
+
+fn msg_name(m: &Message) -> &'static str {
+    match m {
+        Message::AccessRequest(_) => "access request",
+        Message::Decision(_) => "decision",
+        Message::DoorEvent(_) => "door event",
+        Message::Tamper(_) => "tamper",
+        Message::Heartbeat(_) => "heartbeat",
+        Message::OfflineBatch(_) => "offline batch",
+        Message::OfflineAck(_) => "offline ack",
+        Message::AllowListRequest(_) => "allow-list request",
+        Message::AllowListDelta(_) => "allow-list delta",
+        Message::Error(_) => "error reply",
+    }
+}
+
+/// Seals `message` for `gate` onto the end of `out`.
+pub fn emit(out: &mut Vec<u8>, gate: &GateAuth, message: Message) {
+    let repr = Repr {
+        gate_id: gate.id,
+        message,
+    };
+    let start = out.len();
+    out.resize(start + repr.buffer_len(), 0);
+    let ok = out
+        .get_mut(start..)
+        .is_some_and(|buf| repr.emit_sealed(gate.key(), buf).is_ok());
+    if !ok {
+        // Every reply the hub builds fits; keep the stream well-framed regardless.
+        out.truncate(start);
+        tracing::error!(gate = gate.id, "could not encode a reply frame");
+    }
+}
+
+/// Appends the sealed reply for `answer` to `out` (nothing when the decision could not be
+/// made durable), waiting for a decision's log row first.
+pub async fn resolve(
+    out: &mut Vec<u8>,
+    answer: Answer,
+    service: &AccessService,
+    transport: &'static str,
+) {
+    match answer {
+        Answer::Error {
+            gate, seq, code, ..
+        } => {
+            emit(out, &gate, Message::Error(ErrorReply { seq, code }));
+        }
+        Answer::Decision { gate, pending } => {
+            let seq = pending.seq();
+            match pending.committed().await {
+                Ok(d) => emit(
+                    out,
+                    &gate,
+                    Message::Decision(Decision {
+                        seq,
+                        reason: d.decision.reason,
+                        relay_ms: u16::try_from(d.decision.relay_ms).unwrap_or(u16::MAX),
+                    }),
+                ),
+                Err(e @ AccessError::Replayed { .. }) => {
+                    service.drops().count(DropKind::Replayed, transport, &e);
+                    emit(
+                        out,
+                        &gate,
+                        Message::Error(ErrorReply {
+                            seq,
+                            code: ErrorCode::Replay,
+                        }),
+                    );
+                }
+                Err(e) => {
+                    // No answer: the gate times out and uses its allow-list.
+                    service.drops().count(DropKind::NotDurable, transport, &e);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! One simulated gate: a [`GateCore`] driven by the real clock, fed by a transport, reading
+//! cards at the configured rate (the next read waits for the previous decision).
+
+use crate::args::{Length, Pick, SimConfig};
+use crate::gates_file::GateSpec;
+use crate::report::GateReport;
+use crate::rng::SplitMix64;
+use crate::transport::{self, LinkEvent};
+use gate_core::{GateConfig, GateCore, Now, Output};
+use gatehouse_gate_proto::{Frame, Message, Repr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
+
+/// How long a gate waits for its link before reading cards anyway (decided offline).
+pub const CONNECT_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs gate number `index` of the run until its load is done; `resume_seq` is its
+/// persisted sequence number.
+pub async fn run(
+    index: usize,
+    spec: GateSpec,
+    config: Arc<SimConfig>,
+    resume_seq: u32,
+) -> GateReport {
+    let mut gc = GateConfig::new(spec.id, spec.key, spec.allow_list_key);
+    gc.request_timeout_ms = config.request_timeout_ms;
+    gc.offline_ack_timeout_ms = config.offline_ack_timeout_ms;
+    let mut core = Box::new(GateCore::new(gc));
+    core.resume(resume_seq);
+    let mut link = transport::spawn(&config, &spec);
+    let mut rng = SplitMix64::new(config.seed ^ u64::from(spec.id).wrapping_mul(0x9e37_79b9));
+    let mut report = GateReport::default();
+
+    let start = Instant::now();
+    let now_at = |t: Instant| Now {
+        ms: u64::try_from(t.duration_since(start).as_millis()).unwrap_or(u64::MAX),
+        unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+            .unwrap_or(0),
+    };
+    core.door_contact(true, now_at(start));
+
+    let mut load_start: Option<Instant> = None;
+    let mut next_read = start;
+    let mut read_at: Option<Instant> = None;
+    let mut reads: u64 = 0;
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        while let Some(out) = core.poll_output() {
+            match out {
+                Output::Transmit(t) => {
+                    let _ = link.out.send(t.bytes.to_vec());
+                }
+                Output::Decided(d) => {
+                    let latency = read_at.take().map(|t| t.elapsed());
+                    report.decided(d, latency);
+                }
+                Output::LogOffline(_) => report.offline_logged += 1,
+                _ => {}
+            }
+        }
+        let now = Instant::now();
+        if load_start.is_none() && (core.is_link_up() || now >= start + CONNECT_WAIT) {
+            load_start = Some(now);
+            next_read = now;
+        }
+        let load_done = match (load_start, config.length) {
+            (None, _) => false,
+            (Some(_), Length::Requests(n)) => reads >= n,
+            (Some(s), Length::Duration(d)) => now >= s + d,
+        };
+        if load_done && !core.is_waiting() {
+            let until = *drain_until.get_or_insert(now + config.drain);
+            if core.offline_log().is_empty() || now >= until {
+                break;
+            }
+        }
+        let read_due =
+            (load_start.is_some() && !load_done && !core.is_waiting()).then_some(next_read);
+        let wake = [
+            read_due,
+            core.poll_at().map(|ms| start + Duration::from_millis(ms)),
+            load_start.is_none().then_some(start + CONNECT_WAIT),
+            drain_until,
+            match (load_start, config.length) {
+                (Some(s), Length::Duration(d)) if !load_done => Some(s + d),
+                _ => None,
+            },
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + Duration::from_millis(100));
+        tokio::select! {
+            event = link.events.recv() => {
+                let t = now_at(Instant::now());
+                match event {
+                    Some(LinkEvent::Up) => core.link_up(t),
+                    Some(LinkEvent::Down) => core.link_down(t),
+                    Some(LinkEvent::Frame(bytes)) => {
+                        note_error_reply(&bytes, &mut report);
+                        let _ = core.frame_received(&bytes, t);
+                    }
+                    Some(LinkEvent::IoError) => report.io_errors += 1,
+                    Some(LinkEvent::HttpStatus(s)) => *report.http_errors.entry(s).or_default() += 1,
+                    Some(LinkEvent::MqttRefused) => report.mqtt_refused += 1,
+                    Some(LinkEvent::NotCarried(_)) => report.not_carried += 1,
+                    None => {
+                        // The transport task ended: nothing will come back.
+                        core.link_down(t);
+                        report.io_errors += 1;
+                        link.task.abort();
+                        break;
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        let now = Instant::now();
+        if read_due.is_some_and(|t| now >= t) && !core.is_waiting() {
+            let card = match config.pick {
+                Pick::Random => config.cards.get(rng.below(config.cards.len())),
+                Pick::Cycle => config
+                    .cards
+                    .get((index + reads as usize) % config.cards.len().max(1)),
+            };
+            if let Some(card) = card {
+                reads += 1;
+                report.requests += 1;
+                read_at = Some(now);
+                next_read = now + config.interval;
+                core.card_read(*card, now_at(now));
+            }
+        }
+        core.tick(now_at(now));
+    }
+    link.task.abort();
+    let stats = core.stats();
+    report.timeouts = u64::from(stats.timeouts);
+    report.rx_dropped = u64::from(stats.malformed)
+        + u64::from(stats.wrong_gate)
+        + u64::from(stats.bad_tag)
+        + u64::from(stats.unmatched);
+    report.offline_pending = core.offline_log().len() as u64;
+    report.offline_dropped = u64::from(core.offline_log().dropped());
+    report.last_seq = core.seq();
+    report
+}
+
+/// Counts the hub's error replies by code (the core keeps only the last one).
+fn note_error_reply(bytes: &[u8], report: &mut GateReport) {
+    let Ok(frame) = Frame::new_checked(bytes) else {
+        return;
+    };
+    if let Ok(Repr {
+        message: Message::Error(e),
+        ..
+    }) = Repr::parse(&frame)
+    {
+        *report
+            .error_replies
+            .entry(format!("{:?}", e.code).to_lowercase())
+            .or_default() += 1;
+    }
+}
