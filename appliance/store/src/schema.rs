@@ -201,20 +201,35 @@ pub(crate) fn open_connection(data_dir: &Path) -> Result<Connection, StoreError>
         path: path.clone(),
         source,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io)?;
-    let mode = file.metadata().map_err(io)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io)?;
+    // Never open the database file with std while this process may hold SQLite
+    // connections to it: closing *any* descriptor of a file drops *all* of the process's
+    // POSIX locks on it (fcntl(2)), including SQLite's. Another process closing its
+    // connection would then believe it is the last one, checkpoint and delete the WAL
+    // under our open connections, and later commits would be invisible to everyone else.
+    // So: stat and chmod by path, and open only to create a file that does not exist yet.
+    match std::fs::metadata(&path) {
+        Ok(meta) => {
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(_) => {}
+                // Created by another opener meanwhile: fine.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Err(e) => return Err(io(e)),
     }
-    drop(file);
 
     let mut conn = Connection::open(&path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;

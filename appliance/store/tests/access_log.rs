@@ -296,3 +296,60 @@ fn sigkill_loses_no_acknowledged_entry() {
         stored.len()
     );
 }
+
+const COUNT_CHILD_ENV: &str = "GATEHOUSE_STORE_COUNT_CHILD_DIR";
+
+/// Child half of `commits_stay_visible_to_other_processes`: opens the database as another
+/// process would (the CLI, an admin tool), prints the row count and closes.
+#[test]
+fn count_child() {
+    let Some(dir) = std::env::var_os(COUNT_CHILD_ENV) else {
+        return;
+    };
+    let conn = rusqlite::Connection::open(db_path(std::path::Path::new(&dir))).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM access_log", [], |r| r.get(0))
+        .unwrap();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "COUNT {n}").unwrap();
+}
+
+fn count_in_other_process(dir: &std::path::Path) -> i64 {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["count_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env(COUNT_CHILD_ENV, dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.split_once("COUNT ").map(|(_, n)| n.trim()))
+        .unwrap_or_else(|| panic!("child printed no count: {text}"))
+        .parse()
+        .unwrap()
+}
+
+/// Regression: opening another `Store` in a process that already writes must not drop the
+/// process's SQLite locks (closing any fd of a file drops all POSIX locks on it). When it
+/// did, a reader in another process closing its connection deleted the WAL under the
+/// writer, and every later commit was invisible to other processes until the writer
+/// stopped (a hub answered decisions that `gatehouse log tail` could not see).
+#[test]
+fn commits_stay_visible_to_other_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let log = AccessLog::start(dir.path()).unwrap();
+    for round in 1..=3u64 {
+        // What a hub does now and then: open another connection (a refresh, the CLI).
+        drop(Store::open(dir.path()).unwrap());
+        for i in 0..10 {
+            let r = submit_wait(&log, entry(1, LogSource::Online, Some(round * 100 + i)));
+            assert!(matches!(r, Ok(LogOutcome::Inserted(_))), "{r:?}");
+        }
+        assert_eq!(
+            count_in_other_process(dir.path()),
+            (round * 10) as i64,
+            "round {round}: committed rows visible to another process"
+        );
+    }
+    assert_eq!(store.log_count().unwrap(), 30);
+}
