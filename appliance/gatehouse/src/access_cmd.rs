@@ -298,11 +298,30 @@ fn gate_add(
         ),
         None => println!("  raw TCP:      off (hub.gate_tcp_listen is empty)"),
     }
-    println!("  MQTT user:    {}", creds.mqtt_username);
-    println!(
-        "  MQTT broker and topics: not in this configuration yet; printed here once [hub] \
-         configures them"
-    );
+    let mqtt = &config.hub.mqtt;
+    let broker = match mqtt.mode {
+        gatehouse_config::MqttMode::Off => None,
+        gatehouse_config::MqttMode::Embedded if mqtt.listen.port() == 0 => {
+            Some("the port the hub logs at start (hub.mqtt.listen has port 0)".to_owned())
+        }
+        gatehouse_config::MqttMode::Embedded => Some(host_port(mqtt.listen)),
+        gatehouse_config::MqttMode::External => Some(mqtt.broker.clone()),
+    };
+    match broker {
+        None => println!("  MQTT:         off (hub.mqtt.mode = \"off\")"),
+        Some(broker) => {
+            println!("  MQTT broker:  {broker}");
+            println!("  MQTT user:    {}", creds.mqtt_username);
+            println!(
+                "  MQTT password: {} (derived from the secret)",
+                gatehouse_hub::mqtt::gate_password(creds.secret.expose())
+            );
+            println!(
+                "  MQTT topics:  publish {}, subscribe {}/{}",
+                mqtt.request_topic, mqtt.response_prefix, creds.id
+            );
+        }
+    }
     Ok(())
 }
 

@@ -238,6 +238,16 @@ fn enrolment_flow_never_shows_or_stores_the_raw_card_id() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(stored, secret, "the printed secret is the gate's");
+    let password = field(&out, "MQTT password:");
+    assert_eq!(
+        password.split_whitespace().next(),
+        Some(gatehouse_hub::mqtt::gate_password(creds[0].secret.expose()).as_str()),
+        "the MQTT password is the one the hub provisions: {out}"
+    );
+    assert_eq!(
+        field(&out, "MQTT topics:"),
+        format!("publish access/request, subscribe access/response/{id}")
+    );
 
     s.ok(&[
         "gate",
