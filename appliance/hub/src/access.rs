@@ -201,6 +201,22 @@ pub struct PendingDecision {
     committed: tokio::sync::oneshot::Receiver<Result<LogOutcome, StoreError>>,
 }
 
+/// An offline entry submitted to the access log; [`OfflineReceipt::stored`] waits for it.
+#[derive(Debug)]
+pub struct OfflineReceipt(tokio::sync::oneshot::Receiver<Result<LogOutcome, StoreError>>);
+
+impl OfflineReceipt {
+    /// Whether the entry is durable: newly (true) or from an earlier upload (false).
+    pub async fn stored(self) -> Result<bool, AccessError> {
+        match self.0.await {
+            Ok(Ok(LogOutcome::Inserted(_))) => Ok(true),
+            Ok(Ok(LogOutcome::Duplicate)) => Ok(false),
+            Ok(Err(e)) => Err(AccessError::NotDurable(e)),
+            Err(_) => Err(AccessError::NotDurable(StoreError::LogClosed)),
+        }
+    }
+}
+
 /// A decision whose log row is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decided {
@@ -502,6 +518,55 @@ impl AccessService {
             decision,
             committed: rx,
         })
+    }
+
+    /// Submits one decision a gate made from its allow-list while the hub was unreachable
+    /// (an `OfflineBatch` entry). Stored with source `offline` and the gate's `gate_seq`,
+    /// so an upload repeated after a lost acknowledgement is stored once
+    /// ([`LogOutcome::Duplicate`]). The gate's own reason is kept; only the two offline
+    /// reasons are accepted. Await the receiver before acknowledging.
+    pub fn submit_offline(
+        &self,
+        gate: u32,
+        entry: &gatehouse_gate_proto::OfflineEntry,
+    ) -> Result<OfflineReceipt, AccessError> {
+        use gatehouse_gate_proto::Reason;
+        if !matches!(entry.reason, Reason::OfflineGranted | Reason::OfflineDenied) {
+            return Err(AccessError::Malformed(format!(
+                "offline entry {} of gate {gate} has reason {}; only offline_granted and \
+                 offline_denied are uploaded",
+                entry.gate_seq,
+                entry.reason.as_str()
+            )));
+        }
+        let at = OffsetDateTime::from_unix_timestamp(i64::from(entry.time))
+            .map_err(|e| AccessError::Malformed(format!("offline entry time: {e}")))?;
+        let hash = self.inner.site_key.card_hash(entry.card.as_bytes());
+        let (card, person) = {
+            let st = lock(&self.inner.state);
+            st.engine
+                .snapshot()
+                .cards
+                .get(&hash)
+                .map_or((None, None), |c| (Some(c.id), Some(c.person)))
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.log.submit(
+            LogEntry {
+                at,
+                gate: GateId::from(gate),
+                card_hash: Some(hash),
+                card,
+                person,
+                reason: entry.reason,
+                source: LogSource::Offline,
+                gate_seq: Some(u64::from(entry.gate_seq)),
+            },
+            Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            }),
+        );
+        Ok(OfflineReceipt(rx))
     }
 
     /// The whole of one request: authenticate, check the sequence number (when not 0),

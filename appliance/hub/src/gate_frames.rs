@@ -6,8 +6,11 @@
 //! shared by every transport), then
 //! - access request: decide and submit the log entry; the [`Answer`] is returned;
 //! - heartbeat: note the gate as seen (no answer);
-//! - anything else: `ErrorReply` Unsupported (door events, offline batches and
-//!   allow-list sync are handled by later work).
+//! - offline batch: every entry submitted to the access log (source `offline`, keyed by
+//!   the gate's `gate_seq`, so a re-upload is stored once); the `OfflineAck` goes out only
+//!   when all of them are durable, and not at all if one is not (the gate uploads again);
+//! - anything else: `ErrorReply` Unsupported (door events and allow-list sync are handled
+//!   by later work).
 //!
 //! [`resolve`] turns an [`Answer`] into a sealed reply frame, waiting for a decision's
 //! log row to be durable first; a decision the log could not make durable gives no reply.
@@ -20,9 +23,13 @@
 //!
 //! [`ReplayWindow`]: gatehouse_gate_proto::ReplayWindow
 
-use crate::access::{AccessError, AccessService, GateAuth, PendingDecision, Presented};
+use crate::access::{
+    AccessError, AccessService, GateAuth, OfflineReceipt, PendingDecision, Presented,
+};
 use crate::drops::DropKind;
-use gatehouse_gate_proto::{verify, Decision, ErrorCode, ErrorReply, Frame, Message, Repr};
+use gatehouse_gate_proto::{
+    verify, Decision, ErrorCode, ErrorReply, Frame, Message, OfflineAck, Repr,
+};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -58,20 +65,28 @@ pub enum Answer {
         /// The frame's tag verified with the gate's key.
         authentic: bool,
     },
+    /// An offline batch whose entries were submitted to the log.
+    Offline {
+        gate: Arc<GateAuth>,
+        seq: u32,
+        receipts: Vec<OfflineReceipt>,
+    },
 }
 
 impl Answer {
     /// The gate the answer goes to.
     pub fn gate_id(&self) -> u32 {
         match self {
-            Answer::Decision { gate, .. } | Answer::Error { gate, .. } => gate.id,
+            Answer::Decision { gate, .. }
+            | Answer::Error { gate, .. }
+            | Answer::Offline { gate, .. } => gate.id,
         }
     }
 
     /// Whether the frame being answered was sealed with the gate's key.
     pub fn is_authentic(&self) -> bool {
         match self {
-            Answer::Decision { .. } => true,
+            Answer::Decision { .. } | Answer::Offline { .. } => true,
             Answer::Error { authentic, .. } => *authentic,
         }
     }
@@ -157,6 +172,22 @@ pub fn handle(
             service.heard_from(gate_id, now);
             None
         }
+        Message::OfflineBatch(batch) => {
+            let mut receipts = Vec::with_capacity(batch.entries.len());
+            for entry in &batch.entries {
+                match service.submit_offline(gate_id, entry) {
+                    Ok(r) => receipts.push(r),
+                    // The batch is refused whole; entries submitted before the bad
+                    // one are stored, and count as duplicates if it comes again.
+                    Err(e) => return refuse(DropKind::Malformed, ErrorCode::Malformed, true, &e),
+                }
+            }
+            Some(Answer::Offline {
+                gate,
+                seq,
+                receipts,
+            })
+        }
         other => refuse(
             DropKind::Unsupported,
             ErrorCode::Unsupported,
@@ -215,6 +246,33 @@ pub async fn resolve(
             gate, seq, code, ..
         } => {
             emit(out, &gate, Message::Error(ErrorReply { seq, code }));
+        }
+        Answer::Offline {
+            gate,
+            seq,
+            receipts,
+        } => {
+            let (mut accepted, mut duplicates) = (0u16, 0u16);
+            for r in receipts {
+                match r.stored().await {
+                    Ok(true) => accepted = accepted.saturating_add(1),
+                    Ok(false) => duplicates = duplicates.saturating_add(1),
+                    Err(e) => {
+                        // No acknowledgement: the gate keeps its entries and uploads again.
+                        service.drops().count(DropKind::NotDurable, transport, &e);
+                        return;
+                    }
+                }
+            }
+            emit(
+                out,
+                &gate,
+                Message::OfflineAck(OfflineAck {
+                    seq,
+                    accepted,
+                    duplicates,
+                }),
+            );
         }
         Answer::Decision { gate, pending } => {
             let seq = pending.seq();

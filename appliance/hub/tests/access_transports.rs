@@ -9,10 +9,11 @@ use gatehouse_access::model::{Direction, HolidayRule, Schedule, Validity, Window
 use gatehouse_config::Config;
 use gatehouse_gate_proto::{
     verify, AccessRequest, CardId, Decision, ErrorCode, ErrorReply, FrameDecoder, GateKey,
-    Heartbeat, HeartbeatFlags, Message, Reason, Repr, MAX_FRAME_LEN,
+    Heartbeat, HeartbeatFlags, Message, OfflineAck, OfflineBatch, OfflineEntry, Reason, Repr,
+    MAX_FRAME_LEN,
 };
 use gatehouse_hub::Hub;
-use gatehouse_store::{NewCard, NewGate, SiteKey, Store};
+use gatehouse_store::{LogSource, NewCard, NewGate, SiteKey, Store};
 use std::net::SocketAddr;
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -525,4 +526,85 @@ async fn replay_windows_resume_from_the_log_after_a_restart() {
     stop.send(()).unwrap();
     task.await.unwrap();
     assert_eq!(Store::open(dir.path()).unwrap().log_count().unwrap(), 2);
+}
+
+fn offline_batch(key: &GateKey, gate: u32, seq: u32, gate_seqs: &[u32], reason: Reason) -> Vec<u8> {
+    let mut entries = gatehouse_gate_proto::heapless::Vec::new();
+    for s in gate_seqs {
+        entries
+            .push(OfflineEntry {
+                gate_seq: *s,
+                time: 1_800_000_000 + s,
+                card: CardId::from_hex(GRANTED).unwrap(),
+                reason,
+            })
+            .unwrap();
+    }
+    frame(
+        key,
+        gate,
+        Message::OfflineBatch(OfflineBatch { seq, entries }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_uploads_are_stored_once_and_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = setup(dir.path());
+    let (_, tcp, stop, task) = start(dir.path()).await;
+    let mut conn = TcpStream::connect(tcp).await.unwrap();
+    let (k, g) = (&site.key_a, site.gate_a);
+    // A batch, the same entries again after a "lost" ack (a new frame seq), then a batch
+    // overlapping both.
+    conn.write_all(&offline_batch(k, g, 10, &[3, 4, 5], Reason::OfflineGranted))
+        .await
+        .unwrap();
+    conn.write_all(&offline_batch(k, g, 11, &[3, 4, 5], Reason::OfflineGranted))
+        .await
+        .unwrap();
+    conn.write_all(&offline_batch(k, g, 12, &[5, 6], Reason::OfflineDenied))
+        .await
+        .unwrap();
+    // An entry claiming an online reason is refused (the whole batch).
+    conn.write_all(&offline_batch(k, g, 13, &[7], Reason::Granted))
+        .await
+        .unwrap();
+    let got = replies(&mut conn, k, 4).await;
+    let ack = |seq, accepted, duplicates| {
+        Message::OfflineAck(OfflineAck {
+            seq,
+            accepted,
+            duplicates,
+        })
+    };
+    assert_eq!(got[0], ack(10, 3, 0));
+    assert_eq!(got[1], ack(11, 0, 3));
+    assert_eq!(got[2], ack(12, 1, 1));
+    assert_eq!(
+        got[3],
+        Message::Error(ErrorReply {
+            seq: 13,
+            code: ErrorCode::Malformed
+        })
+    );
+    drop(conn);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let rows = store.log_tail(100).unwrap();
+    let mut offline: Vec<u64> = rows
+        .iter()
+        .filter(|r| r.source == LogSource::Offline)
+        .filter_map(|r| r.gate_seq)
+        .collect();
+    offline.sort_unstable();
+    assert_eq!(
+        offline,
+        vec![3, 4, 5, 6],
+        "each offline decision stored once"
+    );
+    assert!(
+        rows.iter().all(|r| r.card.is_some()),
+        "mapped to the enrolled card"
+    );
 }

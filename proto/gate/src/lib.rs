@@ -28,6 +28,8 @@ pub use card::{CardId, EntryHash};
 pub use decoder::FrameDecoder;
 pub use error::Error;
 pub use frame::{Frame, MessageType, Repr, MAX_FRAME_LEN, MAX_PAYLOAD_LEN, MIN_FRAME_LEN};
+/// The bounded collections the messages use, for building them.
+pub use heapless;
 pub use message::{
     AccessRequest, AllowListDelta, AllowListRequest, Decision, DoorEvent, DoorEventKind, ErrorCode,
     ErrorReply, Heartbeat, HeartbeatFlags, Message, OfflineAck, OfflineBatch, OfflineEntry, Tamper,
