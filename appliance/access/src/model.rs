@@ -197,7 +197,9 @@ fn in_level(level: Option<LevelId>) -> String {
     level.map(|l| format!("level {l}: ")).unwrap_or_default()
 }
 
-const DAY_NAMES: [&str; 7] = [
+/// Weekday names in [`Schedule::weekly`] order (index 0 = Monday), as errors and the CLI
+/// spell them.
+pub const DAY_NAMES: [&str; 7] = [
     "monday",
     "tuesday",
     "wednesday",

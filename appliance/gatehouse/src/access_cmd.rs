@@ -955,15 +955,7 @@ const SCHEDULE_FORM: &str =
     "expected \"always\" or clauses like \"mon-fri 08:00-18:00; sat 09:00-12:00\"";
 
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-const DAYS_LONG: [&str; 7] = [
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
-];
+use gatehouse_access::model::DAY_NAMES as DAYS_LONG;
 
 /// Parses a schedule spec (see `level add --help`) into the model's [`Schedule`]. Windows
 /// given for the same day are merged where they overlap or touch.
