@@ -338,18 +338,9 @@ type RawLogRow = (
 const LOG_COLS: &str =
     "id, at_ms, gate_id, card_hash, card_id, person_id, reason, source, gate_seq";
 
+/// Reads one row of the columns above (rusqlite converts a row into a tuple).
 fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawLogRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-    ))
+    RawLogRow::try_from(r)
 }
 
 fn log_row(raw: RawLogRow) -> Result<LogRow> {

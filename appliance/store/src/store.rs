@@ -308,17 +308,9 @@ type CardRow = (
 
 const CARD_COLS: &str = "id, hash, person_id, enabled, master, valid_from, valid_until, label";
 
+/// Reads one row of the columns above (rusqlite converts a row into a tuple).
 fn card_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CardRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-    ))
+    CardRow::try_from(r)
 }
 
 pub(crate) fn card_hash_from_blob(b: &[u8]) -> Result<CardHash> {
@@ -356,18 +348,9 @@ type GateRow = (
 const GATE_COLS: &str =
     "id, name, zone_id, direction, enabled, relay_ms, allowed_ips, mqtt_username, last_seen";
 
+/// Reads one row of the columns above (rusqlite converts a row into a tuple).
 fn gate_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GateRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-    ))
+    GateRow::try_from(r)
 }
 
 pub(crate) fn relay_ms_from_col(v: i64) -> Result<u32> {
