@@ -17,6 +17,20 @@ pub enum Entity {
     Holiday,
 }
 
+impl Entity {
+    /// The table holding this kind of thing (schema.rs).
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            Entity::Zone => "zones",
+            Entity::Gate => "gates",
+            Entity::Person => "people",
+            Entity::Card => "cards",
+            Entity::Level => "levels",
+            Entity::Holiday => "holidays",
+        }
+    }
+}
+
 impl fmt::Display for Entity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

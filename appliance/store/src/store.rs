@@ -308,6 +308,15 @@ type CardRow = (
 
 const CARD_COLS: &str = "id, hash, person_id, enabled, master, valid_from, valid_until, label";
 
+/// A zone from `id, name, anti_passback`.
+fn zone_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Zone> {
+    Ok(Zone {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        anti_passback: r.get(2)?,
+    })
+}
+
 /// Reads one row of the columns above (rusqlite converts a row into a tuple).
 fn card_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CardRow> {
     CardRow::try_from(r)
@@ -494,14 +503,33 @@ impl Store {
         }
     }
 
-    fn rename_err(entity: Entity, name: &str, e: rusqlite::Error) -> StoreError {
-        if is_unique_violation(&e) {
-            StoreError::NameTaken {
+    /// The id of the zone, person or level called `name`.
+    fn id_by_name(&self, entity: Entity, name: &str) -> Result<i64> {
+        let sql = format!("SELECT id FROM {} WHERE name = ?1", entity.table());
+        self.conn
+            .query_row(&sql, [name], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::not_found(entity, format!("{name:?}")))
+    }
+
+    /// Renames a zone, person or level; a name in use is [`StoreError::NameTaken`].
+    fn rename(&self, entity: Entity, id: i64, name: &str) -> Result<()> {
+        let field = match entity {
+            Entity::Zone => "zone name",
+            Entity::Person => "person name",
+            Entity::Level => "level name",
+            _ => "name",
+        };
+        check_name(field, name)?;
+        let sql = format!("UPDATE {} SET name = ?2 WHERE id = ?1", entity.table());
+        match self.conn.execute(&sql, params![id, name]) {
+            Ok(0) => Err(StoreError::not_found(entity, id)),
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::NameTaken {
                 entity,
                 name: name.to_string(),
-            }
-        } else {
-            e.into()
+            }),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -522,53 +550,26 @@ impl Store {
             .query_row(
                 "SELECT id, name, anti_passback FROM zones WHERE id = ?1",
                 [id],
-                |r| {
-                    Ok(Zone {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        anti_passback: r.get(2)?,
-                    })
-                },
+                zone_row,
             )
             .optional()?
             .ok_or_else(|| StoreError::not_found(Entity::Zone, id))
     }
 
     pub fn zone_by_name(&self, name: &str) -> Result<Zone> {
-        let id: Option<i64> = self
-            .conn
-            .query_row("SELECT id FROM zones WHERE name = ?1", [name], |r| r.get(0))
-            .optional()?;
-        match id {
-            Some(id) => self.zone(id),
-            None => Err(StoreError::not_found(Entity::Zone, format!("{name:?}"))),
-        }
+        self.zone(self.id_by_name(Entity::Zone, name)?)
     }
 
     pub fn list_zones(&self) -> Result<Vec<Zone>> {
         let mut st = self
             .conn
             .prepare("SELECT id, name, anti_passback FROM zones ORDER BY id")?;
-        let rows = st.query_map([], |r| {
-            Ok(Zone {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                anti_passback: r.get(2)?,
-            })
-        })?;
+        let rows = st.query_map([], zone_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn rename_zone(&self, id: ZoneId, name: &str) -> Result<()> {
-        check_name("zone name", name)?;
-        match self.conn.execute(
-            "UPDATE zones SET name = ?2 WHERE id = ?1",
-            params![id, name],
-        ) {
-            Ok(0) => Err(StoreError::not_found(Entity::Zone, id)),
-            Ok(_) => Ok(()),
-            Err(e) => Err(Self::rename_err(Entity::Zone, name, e)),
-        }
+        self.rename(Entity::Zone, id, name)
     }
 
     pub fn set_zone_anti_passback(&self, id: ZoneId, on: bool) -> Result<()> {
@@ -828,16 +829,7 @@ impl Store {
     }
 
     pub fn person_by_name(&self, name: &str) -> Result<Person> {
-        let id: Option<i64> = self
-            .conn
-            .query_row("SELECT id FROM people WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        match id {
-            Some(id) => self.person(id),
-            None => Err(StoreError::not_found(Entity::Person, format!("{name:?}"))),
-        }
+        self.person(self.id_by_name(Entity::Person, name)?)
     }
 
     pub fn list_people(&self) -> Result<Vec<Person>> {
@@ -849,15 +841,7 @@ impl Store {
     }
 
     pub fn rename_person(&self, id: PersonId, name: &str) -> Result<()> {
-        check_name("person name", name)?;
-        match self.conn.execute(
-            "UPDATE people SET name = ?2 WHERE id = ?1",
-            params![id, name],
-        ) {
-            Ok(0) => Err(StoreError::not_found(Entity::Person, id)),
-            Ok(_) => Ok(()),
-            Err(e) => Err(Self::rename_err(Entity::Person, name, e)),
-        }
+        self.rename(Entity::Person, id, name)
     }
 
     pub fn set_person_enabled(&self, id: PersonId, enabled: bool) -> Result<()> {
@@ -1036,16 +1020,7 @@ impl Store {
     }
 
     pub fn level_by_name(&self, name: &str) -> Result<Level> {
-        let id: Option<i64> = self
-            .conn
-            .query_row("SELECT id FROM levels WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        match id {
-            Some(id) => self.level(id),
-            None => Err(StoreError::not_found(Entity::Level, format!("{name:?}"))),
-        }
+        self.level(self.id_by_name(Entity::Level, name)?)
     }
 
     pub fn list_levels(&self) -> Result<Vec<Level>> {
@@ -1057,15 +1032,7 @@ impl Store {
     }
 
     pub fn rename_level(&self, id: LevelId, name: &str) -> Result<()> {
-        check_name("level name", name)?;
-        match self.conn.execute(
-            "UPDATE levels SET name = ?2 WHERE id = ?1",
-            params![id, name],
-        ) {
-            Ok(0) => Err(StoreError::not_found(Entity::Level, id)),
-            Ok(_) => Ok(()),
-            Err(e) => Err(Self::rename_err(Entity::Level, name, e)),
-        }
+        self.rename(Entity::Level, id, name)
     }
 
     pub fn set_level_schedule(&self, id: LevelId, schedule: &Schedule) -> Result<()> {
