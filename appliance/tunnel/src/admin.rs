@@ -101,10 +101,9 @@ pub fn add_peer(config: &Config, new: &NewPeer) -> Result<Added, AdminError> {
                 .ok_or(AdminError::Full(a6))?,
         );
     }
-    let psk = Key::generate_preshared();
-    store.peers.push(StoredPeer {
+    let peer = StoredPeer {
         public_key,
-        preshared_key: Some(psk),
+        preshared_key: Some(Key::generate_preshared()),
         allowed_ips: addresses.iter().map(|a| Cidr::host(*a)).collect(),
         endpoint: None,
         persistent_keepalive: None,
@@ -112,24 +111,10 @@ pub fn add_peer(config: &Config, new: &NewPeer) -> Result<Added, AdminError> {
         role: new.role,
         expires,
         disabled: false,
-    });
-    store.save(&t.peers_file)?;
-
-    let mut allowed_ips = vec![t.address.network()];
-    allowed_ips.extend(t.address6.map(|a| a.network()));
-    if new.role == Role::Admin {
-        allowed_ips.extend(t.client_routes.iter().copied());
-    }
-    let client = ClientConfig {
-        private_key,
-        address: addresses.iter().map(|a| Cidr::host(*a)).collect(),
-        mtu: t.mtu,
-        server_public_key: store.private_key.public(),
-        preshared_key: Some(psk),
-        endpoint: t.public_endpoint.clone(),
-        allowed_ips,
-        persistent_keepalive: t.client_keepalive,
     };
+    let client = ClientConfig::for_peer(t, store.private_key.public(), &peer, private_key);
+    store.peers.push(peer);
+    store.save(&t.peers_file)?;
     Ok(Added {
         client,
         addresses,
