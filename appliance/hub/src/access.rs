@@ -14,7 +14,7 @@
 //!   when `store.revision()` moved; [`AccessService::spawn_refresher`] calls it every
 //!   [`REFRESH_INTERVAL`], so an admin's change applies within about 200 ms.
 //! - Replay windows resume, at start, from the highest online `gate_seq` in the access log
-//!   for each gate (one scan of the log when the service opens). Besides, the log stores a
+//!   for each gate (one indexed query when the service opens). Besides, the log stores a
 //!   `(gate, online, gate_seq)` only once, so a replayed number that slipped past the
 //!   window is still refused ([`AccessError::Replayed`]) instead of answered.
 //! - A gate's `last_seen` is written at most every [`TOUCH_INTERVAL`] per gate, by the
@@ -24,9 +24,7 @@ use crate::drops::DropCounters;
 use gatehouse_access::model::GateId;
 use gatehouse_access::{AccessDecision, AccessEngine};
 use gatehouse_gate_proto::{CardId, ErrorCode, GateKey, ReplayWindow};
-use gatehouse_store::{
-    AccessLog, LogEntry, LogFilter, LogOutcome, LogSource, SiteKey, Store, StoreError,
-};
+use gatehouse_store::{AccessLog, LogEntry, LogOutcome, LogSource, SiteKey, Store, StoreError};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -328,34 +326,13 @@ fn load_gates(store: &Store) -> Result<HashMap<u32, Arc<GateAuth>>, StoreError> 
     Ok(gates)
 }
 
-/// Highest online `gate_seq` per gate in the whole log (one paged scan).
+/// Replay windows resumed from the highest online `gate_seq` per gate in the log.
 fn highest_seqs(store: &Store) -> Result<HashMap<u32, ReplayWindow>, StoreError> {
-    let mut highest: HashMap<u32, u32> = HashMap::new();
-    let mut after = None;
-    loop {
-        let rows = store.log_query(&LogFilter {
-            after_id: after,
-            limit: gatehouse_store::log::MAX_QUERY_LIMIT,
-            ..LogFilter::default()
-        })?;
-        let Some(last) = rows.last() else { break };
-        after = Some(last.id);
-        for r in &rows {
-            if r.source != LogSource::Online {
-                continue;
-            }
-            if let (Ok(gate), Some(Ok(seq))) =
-                (u32::try_from(r.gate), r.gate_seq.map(u32::try_from))
-            {
-                let h = highest.entry(gate).or_insert(seq);
-                *h = (*h).max(seq);
-            }
-        }
-    }
-    Ok(highest
+    let highest = store
+        .highest_online_seqs()?
         .into_iter()
-        .map(|(g, s)| (g, ReplayWindow::resume(s)))
-        .collect())
+        .filter_map(|(g, s)| Some((u32::try_from(g).ok()?, u32::try_from(s).ok()?)));
+    Ok(highest.map(|(g, s)| (g, ReplayWindow::resume(s))).collect())
 }
 
 impl AccessService {

@@ -404,4 +404,23 @@ impl Store {
             .query_row("SELECT count(*) FROM access_log", [], |r| r.get(0))?;
         u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("count {n}")))
     }
+
+    /// The highest `gate_seq` each gate used online, for resuming replay windows. One
+    /// query answered from the `(gate_id, source, gate_seq)` unique index, not a log scan.
+    pub fn highest_online_seqs(&self) -> Result<Vec<(GateId, u64)>> {
+        let mut st = self.conn().prepare(
+            "SELECT gate_id, max(gate_seq) FROM access_log
+             WHERE source = 'online' AND gate_seq IS NOT NULL GROUP BY gate_id",
+        )?;
+        let rows = st
+            .query_map([], |r| <(i64, i64)>::try_from(r))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(gate, seq)| {
+                u64::try_from(seq)
+                    .map(|s| (gate, s))
+                    .map_err(|_| StoreError::Corrupt(format!("log gate_seq {seq}")))
+            })
+            .collect()
+    }
 }
