@@ -162,11 +162,57 @@ CREATE TRIGGER holidays_del AFTER DELETE ON holidays BEGIN UPDATE revision SET v
 --   events     (NVR / gate / sensor events) and the alert outbox + delivery log,
 --              written in one transaction with their event;
 --   sensors    (LoRa devices, their keys and frame counters);
---   users / roles / sessions, receivers, alert rules, WireGuard peers.
+--   receivers, alert rules, WireGuard peers.
+"#;
+
+/// Version 2: console and API administrators and their sessions. Passwords are argon2id
+/// PHC strings; session tokens are stored only as SHA-256 of the token, so a copy of the
+/// database does not let anyone log in. Not part of the access revision (the engine does
+/// not read them).
+const V2_ADMINS: &str = r#"
+CREATE TABLE admins (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    role            TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'installer')),
+    -- argon2id in PHC string form ($argon2id$v=19$m=...,t=...,p=...$salt$hash).
+    password_hash   TEXT NOT NULL,
+    enabled         INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    created_ms      INTEGER NOT NULL,
+    -- Consecutive failed logins and the lockout they caused (unix ms; NULL = not locked).
+    failed_logins   INTEGER NOT NULL DEFAULT 0,
+    locked_until_ms INTEGER
+);
+
+CREATE TABLE admin_sessions (
+    -- SHA-256 of the bearer token / session cookie value.
+    token_hash   BLOB PRIMARY KEY CHECK (length(token_hash) = 32),
+    admin_id     INTEGER NOT NULL REFERENCES admins(id) ON DELETE CASCADE,
+    created_ms   INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    expires_ms   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX admin_sessions_admin ON admin_sessions(admin_id);
+"#;
+
+/// Version 3: door and tamper events reported by gates, kept until the events pipeline
+/// takes them over. `gate_seq` is the gate's sequence number: UNIQUE(gate_id, gate_seq)
+/// makes a re-sent event a no-op. `kind` is the stable snake_case name of the event
+/// (`forced_open`, `held_open`, `closed`, `exit_button`, `tamper_on`, `tamper_off`, ...).
+const V3_GATE_EVENTS: &str = r#"
+CREATE TABLE gate_events (
+    id          INTEGER PRIMARY KEY,
+    at_ms       INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    gate_id     INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    gate_seq    INTEGER NOT NULL,
+    UNIQUE (gate_id, gate_seq)
+);
+CREATE INDEX gate_events_at ON gate_events(at_ms);
 "#;
 
 /// The ordered migrations; index `i` takes the database to version `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1_ACCESS];
+pub const MIGRATIONS: &[&str] = &[V1_ACCESS, V2_ADMINS, V3_GATE_EVENTS];
 
 /// The schema version this code reads and writes.
 pub fn current_version() -> i64 {
