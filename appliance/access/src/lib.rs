@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod model;
+pub mod text;
 
 pub use engine::{AccessDecision, AccessEngine, Presence};
 pub use model::ModelError;

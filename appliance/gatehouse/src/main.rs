@@ -2,6 +2,7 @@
 //! parses its arguments, loads the configuration and calls into a library crate.
 
 mod access_cmd;
+mod admin_cmd;
 mod peer_cmd;
 mod signals;
 
@@ -71,6 +72,9 @@ enum Command {
     /// Read the access log: every decision the hub and the gates made.
     #[command(subcommand)]
     Log(access_cmd::LogCommand),
+    /// Manage the console and API admins (roles admin, operator, installer).
+    #[command(subcommand)]
+    Admin(admin_cmd::AdminCommand),
 }
 
 fn main() {
@@ -116,6 +120,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Level(cmd) => access_cmd::level(&load(&cli)?, cmd),
         Command::Card(cmd) => access_cmd::card(&load(&cli)?, cmd),
         Command::Log(cmd) => access_cmd::log(&load(&cli)?, cmd),
+        Command::Admin(cmd) => admin_cmd::run(&load(&cli)?, cmd),
         Command::Tunnel => {
             let config = load(&cli)?;
             init_logging(cli.log_json || config.general.log_format == LogFormat::Json);
