@@ -2,7 +2,9 @@
 //! "this card at this gate" into a logged decision.
 //!
 //! [`AccessService`] holds the decision engine built from a store snapshot, the gates'
-//! credentials, one [`ReplayWindow`] per gate and the group-commit [`AccessLog`].
+//! credentials, one [`ReplayWindow`] per gate, the group-commit [`AccessLog`], the
+//! offline allow-lists ([`AllowLists`]) and the gates' door and tamper events on their way
+//! to the store.
 //!
 //! Promises:
 //! - A decision is returned ([`PendingDecision::committed`]) only after its access-log row
@@ -14,16 +16,26 @@
 //!   when `store.revision()` moved; [`AccessService::spawn_refresher`] calls it every
 //!   [`REFRESH_INTERVAL`], so an admin's change applies within about 200 ms.
 //! - Replay windows resume, at start, from the highest online `gate_seq` in the access log
-//!   for each gate (one indexed query when the service opens). Besides, the log stores a
-//!   `(gate, online, gate_seq)` only once, so a replayed number that slipped past the
-//!   window is still refused ([`AccessError::Replayed`]) instead of answered.
+//!   and in the gate events for each gate (one indexed query each when the service opens).
+//!   Besides, the log stores a `(gate, online, gate_seq)` only once, so a replayed number
+//!   that slipped past the window is still refused ([`AccessError::Replayed`]) instead of
+//!   answered.
 //! - A gate's `last_seen` is written at most every [`TOUCH_INTERVAL`] per gate, by the
-//!   refresher, never on the request path.
+//!   refresher, never on the request path. Door and tamper events are queued
+//!   ([`AccessService::record_event`]) and written by the refresher too, in one
+//!   transaction per pass, each `(gate, gate_seq)` once; at most [`MAX_QUEUED_EVENTS`]
+//!   wait (beyond that they are dropped and counted, with an error logged).
+//! - The allow-lists follow the same reloads as the engine, and are recomputed for the
+//!   passage of time every [`RETIME_INTERVAL`](crate::allow_list::RETIME_INTERVAL)
+//!   seconds; an allow-list reply is computed from the index it started on, outside every
+//!   lock the decisions take.
 
+use crate::allow_list::{AllowListIndex, AllowListReply, AllowLists};
 use crate::drops::DropCounters;
 use gatehouse_access::model::GateId;
 use gatehouse_access::{AccessDecision, AccessEngine};
-use gatehouse_gate_proto::{CardId, ErrorCode, GateKey, ReplayWindow};
+use gatehouse_gate_proto::{AllowListRequest, CardId, ErrorCode, GateKey, ReplayWindow};
+use gatehouse_store::gate_events::{GateEventKind, NewGateEvent};
 use gatehouse_store::{AccessLog, LogEntry, LogOutcome, LogSource, SiteKey, Store, StoreError};
 use std::collections::HashMap;
 use std::fmt;
@@ -38,6 +50,9 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Least time between two `last_seen` writes for one gate.
 pub const TOUCH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Most door and tamper events waiting for the refresher to store them.
+pub const MAX_QUEUED_EVENTS: usize = 4096;
 
 /// Why a request got no decision.
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +272,10 @@ struct State {
     /// Gates heard from since their `last_seen` was last written.
     seen: HashMap<u32, OffsetDateTime>,
     touched: HashMap<u32, std::time::Instant>,
+    /// Door and tamper events not yet written.
+    events: Vec<NewGateEvent>,
+    /// Events dropped because the queue was full.
+    events_dropped: u64,
 }
 
 struct Inner {
@@ -267,6 +286,7 @@ struct Inner {
     /// Used only from blocking tasks (refresh, touches).
     store: Mutex<Store>,
     state: Mutex<State>,
+    allow_lists: AllowLists,
     drops: DropCounters,
 }
 
@@ -326,13 +346,23 @@ fn load_gates(store: &Store) -> Result<HashMap<u32, Arc<GateAuth>>, StoreError> 
     Ok(gates)
 }
 
-/// Replay windows resumed from the highest online `gate_seq` per gate in the log.
+/// Replay windows resumed from the highest `gate_seq` per gate in the log (online) and in
+/// the gate events.
 fn highest_seqs(store: &Store) -> Result<HashMap<u32, ReplayWindow>, StoreError> {
-    let highest = store
+    let mut highest: HashMap<u32, u32> = HashMap::new();
+    let seqs = store
         .highest_online_seqs()?
         .into_iter()
+        .chain(store.highest_event_seqs()?)
         .filter_map(|(g, s)| Some((u32::try_from(g).ok()?, u32::try_from(s).ok()?)));
-    Ok(highest.map(|(g, s)| (g, ReplayWindow::resume(s))).collect())
+    for (g, s) in seqs {
+        let h = highest.entry(g).or_insert(s);
+        *h = (*h).max(s);
+    }
+    Ok(highest
+        .into_iter()
+        .map(|(g, s)| (g, ReplayWindow::resume(s)))
+        .collect())
 }
 
 impl AccessService {
@@ -349,6 +379,8 @@ impl AccessService {
         let (revision, snapshot) = store.revisioned_snapshot().map_err(open_err)?;
         let gates = load_gates(&store).map_err(open_err)?;
         let windows = highest_seqs(&store).map_err(open_err)?;
+        let allow_lists = AllowLists::open(&store, revision, &snapshot, OffsetDateTime::now_utc())
+            .map_err(open_err)?;
         let log = AccessLog::start(data_dir).map_err(open_err)?;
         tracing::info!(
             gates = gates.len(),
@@ -370,7 +402,10 @@ impl AccessService {
                     windows,
                     seen: HashMap::new(),
                     touched: HashMap::new(),
+                    events: Vec::new(),
+                    events_dropped: 0,
                 }),
+                allow_lists,
                 drops: DropCounters::default(),
             }),
         })
@@ -452,6 +487,56 @@ impl AccessService {
     /// Notes that an authenticated gate was heard from (its `last_seen`).
     pub fn heard_from(&self, gate: u32, now: OffsetDateTime) {
         lock(&self.inner.state).seen.insert(gate, now);
+    }
+
+    /// Queues a door or tamper event of an authenticated gate for the store (`seq` must
+    /// have passed [`AccessService::accept_seq`]; `time` is the gate's unix seconds). A
+    /// door forced open and an opened enclosure are also logged as warnings at once.
+    pub fn record_event(
+        &self,
+        gate: u32,
+        seq: u32,
+        time: u32,
+        kind: GateEventKind,
+        now: OffsetDateTime,
+    ) {
+        if kind.is_alarm() {
+            let name = self
+                .gate(gate)
+                .map_or_else(|| format!("#{gate}"), |g| g.name.clone());
+            tracing::warn!(gate, name = %name, kind = %kind.name(), gate_time = time, "gate alarm");
+        }
+        let at = OffsetDateTime::from_unix_timestamp(i64::from(time)).unwrap_or(now);
+        let mut st = lock(&self.inner.state);
+        if st.events.len() >= MAX_QUEUED_EVENTS {
+            st.events_dropped += 1;
+            tracing::error!(
+                gate,
+                kind = %kind.name(),
+                dropped = st.events_dropped,
+                "gate event dropped: the store is not keeping up"
+            );
+            return;
+        }
+        st.events.push(NewGateEvent {
+            at,
+            received: now,
+            gate: GateId::from(gate),
+            kind,
+            gate_seq: seq,
+        });
+    }
+
+    /// The current allow-list index (version, membership), for diagnostics and tests.
+    pub fn allow_lists(&self) -> Arc<AllowListIndex> {
+        self.inner.allow_lists.index()
+    }
+
+    /// The chunks answering an authenticated gate's allow-list request, computed lazily
+    /// from the current index (no lock is held while they are computed).
+    pub fn allow_list_reply(&self, gate: u32, request: &AllowListRequest) -> AllowListReply {
+        let key = self.inner.site_key.gate_key(GateId::from(gate));
+        self.inner.allow_lists.index().reply(gate, &key, request)
     }
 
     /// Decides for an authenticated gate and submits the log entry; await
@@ -581,19 +666,54 @@ impl AccessService {
         };
         let store = lock(&self.inner.store);
         self.write_touches(&store);
+        self.write_events(&store);
+        let now = OffsetDateTime::now_utc();
         let known = lock(&self.inner.state).revision;
-        if store.revision().map_err(err)? == known {
+        let lists = &self.inner.allow_lists;
+        let revision = store.revision().map_err(err)?;
+        if revision == known && lists.revision() == known {
+            lists.retime_if_due(&store, now).map_err(err)?;
             return Ok(false);
         }
         let (revision, snapshot) = store.revisioned_snapshot().map_err(err)?;
-        let gates = load_gates(&store).map_err(err)?;
-        drop(store);
-        let mut st = lock(&self.inner.state);
-        st.engine.replace(snapshot);
-        st.gates = gates;
-        st.revision = revision;
-        tracing::info!(revision, "access data reloaded");
+        // The allow-lists first (they only read the snapshot); a failure to persist their
+        // version leaves them on the old revision, retried on the next pass.
+        let listed = if lists.revision() == revision {
+            Ok(false)
+        } else {
+            lists.rebuild(&store, revision, &snapshot, now)
+        };
+        if revision != known {
+            let gates = load_gates(&store).map_err(err)?;
+            drop(store);
+            let mut st = lock(&self.inner.state);
+            st.engine.replace(snapshot);
+            st.gates = gates;
+            st.revision = revision;
+            tracing::info!(revision, "access data reloaded");
+        }
+        listed.map_err(err)?;
         Ok(true)
+    }
+
+    fn write_events(&self, store: &Store) {
+        let events = std::mem::take(&mut lock(&self.inner.state).events);
+        if events.is_empty() {
+            return;
+        }
+        match store.insert_gate_events(&events) {
+            Ok(n) => tracing::debug!(stored = n, received = events.len(), "gate events stored"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store gate events; retrying");
+                let mut st = lock(&self.inner.state);
+                let room = MAX_QUEUED_EVENTS.saturating_sub(st.events.len());
+                let lost = events.len().saturating_sub(room);
+                st.events_dropped += lost as u64;
+                let mut keep: Vec<NewGateEvent> = events.into_iter().take(room).collect();
+                keep.append(&mut st.events);
+                st.events = keep;
+            }
+        }
     }
 
     fn write_touches(&self, store: &Store) {
@@ -653,7 +773,7 @@ impl AccessService {
         })
     }
 
-    /// Writes every pending `last_seen` and stops the log writer (after writing what is
+    /// Writes every pending `last_seen` and gate event and stops the log writer (after writing what is
     /// queued). Later decisions fail with [`AccessError::NotDurable`].
     pub fn shutdown(&self) {
         {
@@ -662,6 +782,7 @@ impl AccessService {
         }
         let store = lock(&self.inner.store);
         self.write_touches(&store);
+        self.write_events(&store);
         drop(store);
         self.inner.log.shutdown();
     }

@@ -1,19 +1,27 @@
-//! What the binary transports (raw TCP and MQTT) do with one sealed frame of the gate
-//! link, so both refuse, decide and answer the same way.
+//! What the binary transports (raw TCP, MQTT, and HTTP's `POST /api/v1/gate/frames`) do
+//! with one sealed frame of the gate link, so all of them refuse, decide and answer the
+//! same way.
 //!
 //! [`handle`]: look up the gate by the header's `gate_id`, verify the tag with its key,
 //! check its IP allow-list, parse, accept the sequence number ([`ReplayWindow`] per gate,
 //! shared by every transport), then
 //! - access request: decide and submit the log entry; the [`Answer`] is returned;
-//! - heartbeat: note the gate as seen (no answer);
+//! - heartbeat: note the gate as seen (no answer; `last_seen` is written by the access
+//!   service at most every 10 s per gate);
 //! - offline batch: every entry submitted to the access log (source `offline`, keyed by
 //!   the gate's `gate_seq`, so a re-upload is stored once); the `OfflineAck` goes out only
 //!   when all of them are durable, and not at all if one is not (the gate uploads again);
-//! - anything else: `ErrorReply` Unsupported (door events and allow-list sync are handled
-//!   by later work).
+//! - allow-list request: the answer is the request's `AllowListDelta` chunks, computed one
+//!   at a time as they are sent (see [`crate::allow_list`]);
+//! - door event, tamper: queued for the `gate_events` table (kind `forced_open`,
+//!   `tamper_on`, ...; a forced door and an opened enclosure are logged as warnings); no
+//!   answer, as the protocol says;
+//! - anything else (messages only the hub sends): `ErrorReply` Unsupported.
 //!
-//! [`resolve`] turns an [`Answer`] into a sealed reply frame, waiting for a decision's
-//! log row to be durable first; a decision the log could not make durable gives no reply.
+//! [`resolve`] turns an [`Answer`] into sealed reply frames handed one by one, in order,
+//! to a [`ReplySink`] (a TCP connection, MQTT publishes, an HTTP body), waiting for a
+//! decision's log row to be durable first; a decision the log could not make durable
+//! gives no reply.
 //!
 //! Refusals are counted in [`crate::drops`]. A frame for an unknown gate gets no answer
 //! (there is no key to seal one with). Every other refusal gets an `ErrorReply` sealed with
@@ -26,10 +34,13 @@
 use crate::access::{
     AccessError, AccessService, GateAuth, OfflineReceipt, PendingDecision, Presented,
 };
+use crate::allow_list::AllowListReply;
 use crate::drops::DropKind;
 use gatehouse_gate_proto::{
-    verify, Decision, ErrorCode, ErrorReply, Frame, Message, OfflineAck, Repr,
+    verify, Decision, ErrorCode, ErrorReply, Frame, Message, OfflineAck, Repr, MAX_FRAME_LEN,
 };
+use gatehouse_store::gate_events::GateEventKind;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -71,6 +82,26 @@ pub enum Answer {
         seq: u32,
         receipts: Vec<OfflineReceipt>,
     },
+    /// The chunks answering an allow-list request (one or more frames).
+    AllowList {
+        gate: Arc<GateAuth>,
+        reply: AllowListReply,
+    },
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Answer::Decision { .. } => "decision",
+            Answer::Error { .. } => "error",
+            Answer::Offline { .. } => "offline ack",
+            Answer::AllowList { .. } => "allow-list",
+        };
+        f.debug_struct("Answer")
+            .field("gate", &self.gate_id())
+            .field("kind", &kind)
+            .finish()
+    }
 }
 
 impl Answer {
@@ -79,14 +110,15 @@ impl Answer {
         match self {
             Answer::Decision { gate, .. }
             | Answer::Error { gate, .. }
-            | Answer::Offline { gate, .. } => gate.id,
+            | Answer::Offline { gate, .. }
+            | Answer::AllowList { gate, .. } => gate.id,
         }
     }
 
     /// Whether the frame being answered was sealed with the gate's key.
     pub fn is_authentic(&self) -> bool {
         match self {
-            Answer::Decision { .. } | Answer::Offline { .. } => true,
+            Answer::Decision { .. } | Answer::Offline { .. } | Answer::AllowList { .. } => true,
             Answer::Error { authentic, .. } => *authentic,
         }
     }
@@ -172,6 +204,18 @@ pub fn handle(
             service.heard_from(gate_id, now);
             None
         }
+        Message::DoorEvent(e) => {
+            service.record_event(gate_id, seq, e.time, GateEventKind::Door(e.kind), now);
+            None
+        }
+        Message::Tamper(t) => {
+            service.record_event(gate_id, seq, t.time, GateEventKind::Tamper(t.active), now);
+            None
+        }
+        Message::AllowListRequest(req) => Some(Answer::AllowList {
+            reply: service.allow_list_reply(gate_id, &req),
+            gate,
+        }),
         Message::OfflineBatch(batch) => {
             let mut receipts = Vec::with_capacity(batch.entries.len());
             for entry in &batch.entries {
@@ -193,7 +237,7 @@ pub fn handle(
             ErrorCode::Unsupported,
             true,
             &format_args!(
-                "{} messages are not handled over {transport} yet",
+                "{} messages are sent by the hub, not to it",
                 msg_name(&other)
             ),
         ),
@@ -215,28 +259,49 @@ fn msg_name(m: &Message) -> &'static str {
     }
 }
 
-/// Seals `message` for `gate` onto the end of `out`.
-pub fn emit(out: &mut Vec<u8>, gate: &GateAuth, message: Message) {
+/// Where [`resolve`] puts reply frames: one call per sealed frame, in the order owed.
+pub trait ReplySink: Send {
+    /// Takes one sealed frame (at most `MAX_FRAME_LEN` bytes).
+    fn frame(&mut self, frame: &[u8]) -> impl Future<Output = ()> + Send;
+}
+
+/// Frames back to back, as on raw TCP (an HTTP body, a test).
+impl ReplySink for Vec<u8> {
+    async fn frame(&mut self, frame: &[u8]) {
+        self.extend_from_slice(frame);
+    }
+}
+
+/// Seals `message` for `gate` into `buf` (cleared first); `false` if it could not be
+/// encoded (never expected: every reply the hub builds fits a frame).
+fn seal(buf: &mut Vec<u8>, gate: &GateAuth, message: Message) -> bool {
     let repr = Repr {
         gate_id: gate.id,
         message,
     };
-    let start = out.len();
-    out.resize(start + repr.buffer_len(), 0);
-    let ok = out
-        .get_mut(start..)
-        .is_some_and(|buf| repr.emit_sealed(gate.key(), buf).is_ok());
-    if !ok {
-        // Every reply the hub builds fits; keep the stream well-framed regardless.
-        out.truncate(start);
+    buf.clear();
+    buf.resize(repr.buffer_len().min(MAX_FRAME_LEN), 0);
+    if repr.emit_sealed(gate.key(), buf).is_ok() {
+        true
+    } else {
+        buf.clear();
         tracing::error!(gate = gate.id, "could not encode a reply frame");
+        false
     }
 }
 
-/// Appends the sealed reply for `answer` to `out` (nothing when the decision could not be
-/// made durable), waiting for a decision's log row first.
-pub async fn resolve(
-    out: &mut Vec<u8>,
+/// Seals `message` for `gate` and hands it to `sink`.
+pub async fn emit<S: ReplySink>(sink: &mut S, gate: &GateAuth, message: Message) {
+    let mut buf = Vec::with_capacity(MAX_FRAME_LEN);
+    if seal(&mut buf, gate, message) {
+        sink.frame(&buf).await;
+    }
+}
+
+/// Hands the sealed reply frames for `answer` to `sink` (none when a decision or offline
+/// batch could not be made durable), waiting for log rows to be durable first.
+pub async fn resolve<S: ReplySink>(
+    sink: &mut S,
     answer: Answer,
     service: &AccessService,
     transport: &'static str,
@@ -245,7 +310,15 @@ pub async fn resolve(
         Answer::Error {
             gate, seq, code, ..
         } => {
-            emit(out, &gate, Message::Error(ErrorReply { seq, code }));
+            emit(sink, &gate, Message::Error(ErrorReply { seq, code })).await;
+        }
+        Answer::AllowList { gate, reply } => {
+            let mut buf = Vec::with_capacity(MAX_FRAME_LEN);
+            for chunk in reply {
+                if seal(&mut buf, &gate, Message::AllowListDelta(chunk)) {
+                    sink.frame(&buf).await;
+                }
+            }
         }
         Answer::Offline {
             gate,
@@ -265,37 +338,42 @@ pub async fn resolve(
                 }
             }
             emit(
-                out,
+                sink,
                 &gate,
                 Message::OfflineAck(OfflineAck {
                     seq,
                     accepted,
                     duplicates,
                 }),
-            );
+            )
+            .await;
         }
         Answer::Decision { gate, pending } => {
             let seq = pending.seq();
             match pending.committed().await {
-                Ok(d) => emit(
-                    out,
-                    &gate,
-                    Message::Decision(Decision {
-                        seq,
-                        reason: d.decision.reason,
-                        relay_ms: u16::try_from(d.decision.relay_ms).unwrap_or(u16::MAX),
-                    }),
-                ),
+                Ok(d) => {
+                    emit(
+                        sink,
+                        &gate,
+                        Message::Decision(Decision {
+                            seq,
+                            reason: d.decision.reason,
+                            relay_ms: u16::try_from(d.decision.relay_ms).unwrap_or(u16::MAX),
+                        }),
+                    )
+                    .await
+                }
                 Err(e @ AccessError::Replayed { .. }) => {
                     service.drops().count(DropKind::Replayed, transport, &e);
                     emit(
-                        out,
+                        sink,
                         &gate,
                         Message::Error(ErrorReply {
                             seq,
                             code: ErrorCode::Replay,
                         }),
-                    );
+                    )
+                    .await;
                 }
                 Err(e) => {
                     // No answer: the gate times out and uses its allow-list.

@@ -7,9 +7,10 @@
 //!
 //! Pipelining: the reader never waits for an answer to be written. A writer task takes
 //! queued answers in order, waits for each decision's log row to be durable, seals it
-//! with the gate's key and writes everything that is ready in one `write`. At most
-//! [`MAX_IN_FLIGHT`] answers wait per connection; beyond that the reader stops reading
-//! (TCP back-pressure).
+//! with the gate's key and writes everything that is ready in one `write` (flushing every
+//! [`WRITE_BATCH`] bytes, so a long allow-list transfer streams out chunk by chunk instead
+//! of piling up in memory). At most [`MAX_IN_FLIGHT`] answers wait per connection; beyond
+//! that the reader stops reading (TCP back-pressure).
 //!
 //! Refusals: a frame for an unknown gate is counted and dropped (there is no key to seal a
 //! reply with); a known gate's bad tag, disallowed address, malformed payload, replayed
@@ -20,7 +21,7 @@
 
 use crate::access::AccessService;
 use crate::drops::DropKind;
-use crate::gate_frames::{self, Answer, Peer};
+use crate::gate_frames::{self, Answer, Peer, ReplySink};
 use gatehouse_gate_proto::{Error as ProtoError, FrameDecoder, MAX_FRAME_LEN};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,6 +30,9 @@ use tokio::sync::{mpsc, watch};
 
 /// Most answers queued per connection before the reader pauses.
 pub const MAX_IN_FLIGHT: usize = 256;
+
+/// Reply bytes gathered before they are written.
+pub const WRITE_BATCH: usize = 64 * 1024;
 
 const TRANSPORT: &str = "tcp";
 
@@ -107,29 +111,58 @@ async fn connection(
     tracing::debug!(%peer, "gate disconnected");
 }
 
+/// The connection's write half, gathering frames into one write.
+struct Outbound {
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    buf: Vec<u8>,
+    /// A write failed: the peer is gone; frames are dropped from now on.
+    broken: bool,
+}
+
+impl Outbound {
+    async fn flush(&mut self) {
+        if !self.broken && !self.buf.is_empty() && self.wr.write_all(&self.buf).await.is_err() {
+            // Keep draining so every queued decision still completes (and is logged).
+            self.broken = true;
+        }
+        self.buf.clear();
+    }
+}
+
+impl ReplySink for Outbound {
+    async fn frame(&mut self, frame: &[u8]) {
+        if self.broken {
+            return;
+        }
+        self.buf.extend_from_slice(frame);
+        if self.buf.len() >= WRITE_BATCH {
+            self.flush().await;
+        }
+    }
+}
+
 async fn writer(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    wr: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::Receiver<Answer>,
     service: AccessService,
 ) {
-    let mut out = Vec::with_capacity(4096);
-    let mut broken = false;
+    let mut out = Outbound {
+        wr,
+        buf: Vec::with_capacity(4096),
+        broken: false,
+    };
     while let Some(first) = rx.recv().await {
         gate_frames::resolve(&mut out, first, &service, TRANSPORT).await;
         // Batch whatever else is already queued into the same write.
-        while out.len() < 64 * 1024 {
+        while out.buf.len() < WRITE_BATCH {
             match rx.try_recv() {
                 Ok(next) => gate_frames::resolve(&mut out, next, &service, TRANSPORT).await,
                 Err(_) => break,
             }
         }
-        if !broken && !out.is_empty() && wr.write_all(&out).await.is_err() {
-            // Keep draining so every queued decision still completes (and is logged).
-            broken = true;
-        }
-        out.clear();
+        out.flush().await;
     }
-    if !broken {
-        let _ = wr.shutdown().await;
+    if !out.broken {
+        let _ = out.wr.shutdown().await;
     }
 }

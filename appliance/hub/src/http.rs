@@ -1,4 +1,8 @@
-//! The gates' HTTP transport: `POST /api/v1/access/check`.
+//! The gates' HTTP transport: `POST /api/v1/access/check` (the original design's access
+//! check, JSON) and `POST /api/v1/gate/frames` (every message of the gate link, as binary
+//! frames).
+//!
+//! # `POST /api/v1/access/check`
 //!
 //! Request: header `Authorization: Bearer <the gate's key as 64 hex digits>`, body the
 //! gate link's [`AccessRequest`] in JSON, `{"acc_id": "<hex>", "gate_id": N}` with optional
@@ -11,20 +15,38 @@
 //! allowed for the gate, 404 unknown gate, 409 replayed `seq`, 413 body over
 //! [`MAX_BODY`], 503 the log could not store the decision (nothing was decided). A
 //! disabled gate that authenticates gets a logged 200 deny with reason `unknown_gate`.
+//!
+//! # `POST /api/v1/gate/frames`
+//!
+//! So that an HTTP gate can do everything a TCP gate does (heartbeats, allow-list sync,
+//! offline uploads, door and tamper events, and access requests too if it likes). Body
+//! (`application/octet-stream`): one sealed binary frame exactly as on raw TCP
+//! (length-prefixed; see `gatehouse_gate_proto::frame`), authenticated by its own tag: no
+//! bearer key. It goes through the same per-frame logic as TCP and MQTT
+//! ([`gate_frames`]), IP allow-list included. Answer 200 `application/octet-stream`: the
+//! reply frames back to back, as TCP would carry them (an `ErrorReply` for a refused frame,
+//! every chunk of an allow-list transfer, nothing for a heartbeat or an event, nothing for
+//! a decision the log could not make durable). Errors, in JSON as above: 400 a body that
+//! is not exactly one frame (whatever its length field claims), 404 unknown gate (there
+//! is no key to seal a reply with), 413 a body over [`MAX_FRAME_LEN`] bytes.
 
 use crate::access::{AccessError, AccessService, Presented};
 use crate::drops::DropKind;
+use crate::gate_frames::{self, Peer};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use gatehouse_gate_proto::{AccessRequest, KEY_LEN};
+use gatehouse_gate_proto::{AccessRequest, Frame, KEY_LEN, MAX_FRAME_LEN};
 use std::net::SocketAddr;
 
 /// Largest accepted request body (a request is under 150 bytes).
 pub const MAX_BODY: usize = 4096;
+
+/// The binary-frame endpoint.
+pub const FRAMES_PATH: &str = "/api/v1/gate/frames";
 
 const TRANSPORT: &str = "http";
 
@@ -44,6 +66,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 pub fn routes(service: AccessService) -> Router {
     Router::new()
         .route("/api/v1/access/check", post(check))
+        .route(FRAMES_PATH, post(frames))
         .with_state(service)
 }
 
@@ -139,6 +162,62 @@ async fn check(
             error(status, e.to_string())
         }
     }
+}
+
+/// `POST /api/v1/gate/frames`: one sealed frame in, its replies out (see the module docs).
+async fn frames(
+    State(service): State<AccessService>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Response {
+    let drops = service.drops();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_FRAME_LEN).await else {
+        drops.count(DropKind::Oversize, TRANSPORT, &"frame body too large");
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body must be one frame of the gate link, at most {MAX_FRAME_LEN} bytes"),
+        );
+    };
+    let frame = match Frame::new_checked(&bytes[..]) {
+        Ok(f) => f,
+        Err(e) => {
+            // The body is within the limit: a length field saying otherwise is malformed.
+            drops.count(
+                DropKind::Malformed,
+                TRANSPORT,
+                &format_args!("{}: {e}", peer.ip()),
+            );
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the body must be exactly one sealed frame of the gate link as on raw TCP \
+                     (length-prefixed, application/octet-stream): {e}"
+                ),
+            );
+        }
+    };
+    let gate_id = frame.gate_id();
+    if service.gate(gate_id).is_none() {
+        drops.count(
+            DropKind::UnknownGate,
+            TRANSPORT,
+            &format_args!("{}: frame for unknown gate {gate_id}", peer.ip()),
+        );
+        return error(
+            StatusCode::NOT_FOUND,
+            AccessError::UnknownGate(gate_id).to_string(),
+        );
+    }
+    let mut out = Vec::new();
+    if let Some(answer) = gate_frames::handle(&service, &frame, Peer::Ip(peer.ip()), TRANSPORT) {
+        gate_frames::resolve(&mut out, answer, &service, TRANSPORT).await;
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        out,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

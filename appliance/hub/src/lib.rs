@@ -1,13 +1,20 @@
 //! The hub: Gatehouse's auth broker and HTTP side.
 //!
+//! - [`admin`]: the admin JSON API under `/api/v1` (sessions, people, cards, levels,
+//!   gates, zones, access log, admins), on `hub.http_listen`.
 //! - [`access`]: the access service every gate transport calls (decide, log durably,
 //!   authenticate gates, replay windows).
 //! - [`http`]: the console's landing page, `/healthz`, and the gates' HTTP transport
-//!   `POST /api/v1/access/check`, on `hub.http_listen`.
+//!   (`POST /api/v1/access/check`, and `POST /api/v1/gate/frames` for every other
+//!   message), on `hub.http_listen`.
 //! - [`gate_tcp`]: the gates' raw-TCP transport on `hub.gate_tcp_listen` (off when empty).
 //! - [`mqtt`]: the gates' MQTT transport (`[hub.mqtt]`), with the hub's own mosquitto in
 //!   embedded mode.
-//! - [`gate_frames`]: what the binary transports (TCP, MQTT) do with one sealed frame.
+//! - [`gate_frames`]: what the binary transports (TCP, MQTT, HTTP frames) do with one
+//!   sealed frame.
+//! - [`allow_list`]: the gates' offline allow-lists and their versioned sync.
+//! - [`provisioning`]: what a gate is set up with (ids, keys, addresses), for the CLI and
+//!   the admin API.
 //!
 //! [`Hub::bind`] opens the store, binds every listener and (embedded MQTT) starts and
 //! provisions mosquitto and subscribes, so tests can bind port 0 and read the bound
@@ -16,11 +23,14 @@
 //! [`serve`] is both in one call, for the `gatehouse` binary.
 
 pub mod access;
+pub mod admin;
+pub mod allow_list;
 pub mod drops;
 pub mod gate_frames;
 pub mod gate_tcp;
 pub mod http;
 pub mod mqtt;
+pub mod provisioning;
 
 use access::{AccessError, AccessService};
 use axum::routing::get;
@@ -68,6 +78,7 @@ async fn index() -> axum::response::Html<String> {
 #[derive(Debug)]
 pub struct Hub {
     access: AccessService,
+    admin: admin::AdminApi,
     http: TcpListener,
     http_addr: SocketAddr,
     gate_tcp: Option<(TcpListener, SocketAddr)>,
@@ -89,14 +100,21 @@ impl Hub {
         let offset = time::UtcOffset::from_whole_seconds(config.hub.timezone_offset.seconds())
             .map_err(|e| HubError::TimeZone(e.to_string()))?;
         let access = AccessService::open(&config.general.data_dir, offset).await?;
+        let mut admin = admin::AdminApi::open(config, access.clone()).await?;
         let (http, http_addr) = bind(config.hub.http_listen, "hub.http_listen").await?;
         let gate_tcp = match config.hub.gate_tcp_listen {
             Some(addr) => Some(bind(addr, "hub.gate_tcp_listen").await?),
             None => None,
         };
         let mqtt = mqtt::MqttTransport::start(config, &access).await?;
+        admin.set_listening(provisioning::Listening {
+            http: Some(http_addr),
+            gate_tcp: gate_tcp.as_ref().map(|(_, a)| *a),
+            mqtt: mqtt.as_ref().and_then(|m| m.broker_addr()),
+        });
         Ok(Hub {
             access,
+            admin,
             http,
             http_addr,
             gate_tcp,
@@ -126,6 +144,11 @@ impl Hub {
         &self.access
     }
 
+    /// The admin API (tests set its clock).
+    pub fn admin_mut(&mut self) -> &mut admin::AdminApi {
+        &mut self.admin
+    }
+
     /// Serves until `shutdown` completes, then drains and stops the access log.
     pub async fn run(
         self,
@@ -150,7 +173,9 @@ impl Hub {
         let mqtt = self
             .mqtt
             .map(|m| tokio::spawn(m.run(self.access.clone(), stop_rx.clone())));
-        let app = router().merge(http::routes(self.access.clone()));
+        let app = router()
+            .merge(http::routes(self.access.clone()))
+            .merge(admin::routes(self.admin));
         tracing::info!(addr = %self.http_addr, "hub listening");
         let mut http_stop = stop_rx.clone();
         let served = axum::serve(

@@ -5,13 +5,21 @@
 //! (`hub.mqtt.username`), subscribes to it, handles every payload with
 //! [`gate_frames::handle`] (verify with the gate's key, replay window, decide), waits for
 //! the decision's log row to be durable and publishes the sealed `Decision` to
-//! `<response_prefix>/<gate_id>` at QoS 1. Refusals are counted; a known gate gets an
+//! `<response_prefix>/<gate_id>` at QoS 0; an answer of several frames (the chunks of an
+//! allow-list transfer) is one publish per frame, in order. Refusals are counted; a known gate gets an
 //! `ErrorReply` on its topic only for a frame that was authentic (a forged or mis-keyed
 //! frame is dropped silently, so nobody can make the hub publish on another gate's
 //! topic); unknown gates and unparseable payloads are dropped. A gate with an IP
 //! allow-list is refused over MQTT: the hub cannot see the gate's address behind the
 //! broker. When the broker goes away the client reconnects with exponential backoff
 //! ([`INITIAL_BACKOFF`] to [`MAX_BACKOFF`]) and subscribes again.
+//!
+//! QoS 0 both ways: the gate link is request/answer with its own timeouts and retries (a
+//! gate that gets no decision decides from its allow-list; offline batches are resent
+//! until acknowledged; allow-list requests are repeated), so MQTT-level acknowledgements
+//! would add only a second small write per message. The connection sets TCP_NODELAY
+//! (rumqttc's default leaves Nagle on, which holds a small answer back until the broker's
+//! delayed ACK: about 40 ms per message).
 //!
 //! Broker accounts. Each gate's MQTT account is its store `mqtt_username` with the
 //! password [`gate_password`]: lowercase hex of HMAC-SHA-256(gate secret,
@@ -33,7 +41,7 @@
 
 use crate::access::{AccessService, GateAuth, REFRESH_INTERVAL};
 use crate::drops::DropKind;
-use crate::gate_frames::{self, Answer, Peer};
+use crate::gate_frames::{self, Answer, Peer, ReplySink};
 use gatehouse_broker::{
     random_password, Account, BrokerConfig, BrokerError, BrokerFiles, GateAccount, Mosquitto,
     Provisioning, Topics,
@@ -41,7 +49,9 @@ use gatehouse_broker::{
 use gatehouse_config::{Config, MqttMode};
 use gatehouse_gate_proto::{Error as ProtoError, Frame, GateKey, MAX_FRAME_LEN};
 use hmac::{Hmac, Mac};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing, Packet, Publish, QoS,
+};
 use sha2::Sha256;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -341,7 +351,8 @@ impl MqttTransport {
             .set_keep_alive(Duration::from_secs(15))
             .set_clean_session(true)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-        let (client, eventloop) = AsyncClient::new(options, 1024);
+        let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        eventloop.set_network_options(low_latency());
         let mut t = MqttTransport {
             client,
             eventloop,
@@ -613,6 +624,32 @@ fn on_publish(
     }
 }
 
+/// One gate's response topic: each frame is one publish.
+struct Publisher<'a> {
+    client: &'a AsyncClient,
+    topic: String,
+    gate: u32,
+}
+
+/// TCP_NODELAY: answers are small and must leave at once.
+fn low_latency() -> NetworkOptions {
+    let mut o = NetworkOptions::new();
+    o.set_tcp_nodelay(true);
+    o
+}
+
+impl ReplySink for Publisher<'_> {
+    async fn frame(&mut self, frame: &[u8]) {
+        if let Err(e) = self
+            .client
+            .publish(self.topic.clone(), QoS::AtMostOnce, false, frame.to_vec())
+            .await
+        {
+            tracing::debug!(gate = self.gate, error = %e, "cannot queue an MQTT answer");
+        }
+    }
+}
+
 /// Publishes answers in the order the requests came, each once its decision is durable.
 async fn respond(
     mut answers: mpsc::UnboundedReceiver<Answer>,
@@ -622,17 +659,12 @@ async fn respond(
 ) {
     while let Some(answer) = answers.recv().await {
         let gate = answer.gate_id();
-        let mut out = Vec::new();
-        gate_frames::resolve(&mut out, answer, &service, TRANSPORT).await;
-        if out.is_empty() {
-            continue;
-        }
-        if let Err(e) = client
-            .publish(topics.response_topic(gate), QoS::AtLeastOnce, false, out)
-            .await
-        {
-            tracing::debug!(gate, error = %e, "cannot queue an MQTT answer");
-        }
+        let mut publisher = Publisher {
+            client: &client,
+            topic: topics.response_topic(gate),
+            gate,
+        };
+        gate_frames::resolve(&mut publisher, answer, &service, TRANSPORT).await;
     }
 }
 

@@ -1,19 +1,25 @@
 //! The hub's access service end to end over real sockets on 127.0.0.1: the HTTP transport
-//! (`POST /api/v1/access/check`) and the raw-TCP transport, against a store set up in a
-//! temporary data directory. Afterwards every answered decision is in the access log and
-//! the database holds no raw card id.
+//! (`POST /api/v1/access/check` and `POST /api/v1/gate/frames`) and the raw-TCP transport,
+//! against a store set up in a temporary data directory. Afterwards every answered
+//! decision is in the access log and the database holds no raw card id. Gates sync their
+//! offline allow-lists (entries checked with the gates' own math, computed here from the
+//! site key file) and report door and tamper events.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use gatehouse_access::model::{Direction, HolidayRule, Schedule, Validity, Window};
 use gatehouse_config::Config;
 use gatehouse_gate_proto::{
-    verify, AccessRequest, CardId, Decision, ErrorCode, ErrorReply, FrameDecoder, GateKey,
-    Heartbeat, HeartbeatFlags, Message, OfflineAck, OfflineBatch, OfflineEntry, Reason, Repr,
+    verify, AccessRequest, AllowListDelta, AllowListRequest, CardId, Decision, DoorEvent,
+    DoorEventKind, EntryHash, ErrorCode, ErrorReply, Frame, FrameDecoder, GateKey, Heartbeat,
+    HeartbeatFlags, Message, OfflineAck, OfflineBatch, OfflineEntry, Reason, Repr, Tamper,
     MAX_FRAME_LEN,
 };
 use gatehouse_hub::Hub;
+use gatehouse_store::gate_events::GateEventFilter;
 use gatehouse_store::{LogSource, NewCard, NewGate, SiteKey, Store};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use std::net::SocketAddr;
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -606,5 +612,438 @@ async fn offline_uploads_are_stored_once_and_acknowledged() {
     assert!(
         rows.iter().all(|r| r.card.is_some()),
         "mapped to the enrolled card"
+    );
+}
+
+// ---- allow-lists, events and the frames endpoint -------------------------------------
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The entry a gate computes for `acc` (gate-core's `HmacEntryScheme`, written out here
+/// from the site key file): HMAC(gate key, HMAC(card key, raw card))[..16].
+fn gate_entry(dir: &Path, gate: u32, acc: &str) -> EntryHash {
+    let site = std::fs::read(dir.join("site.key")).unwrap();
+    let card_key = hmac(&site, &[b"gatehouse card key v1"]);
+    let gate_key = hmac(
+        &site,
+        &[
+            b"gatehouse gate allow-list v1",
+            &u64::from(gate).to_be_bytes(),
+        ],
+    );
+    let card_hash = hmac(&card_key, &[&unhex(acc)]);
+    let mut e = [0u8; 16];
+    e.copy_from_slice(&hmac(&gate_key, &[&card_hash])[..16]);
+    EntryHash(e)
+}
+
+fn allow_list_request(key: &GateKey, gate: u32, seq: u32, have_version: u32) -> Vec<u8> {
+    frame(
+        key,
+        gate,
+        Message::AllowListRequest(AllowListRequest { seq, have_version }),
+    )
+}
+
+/// A gate's side of one TCP connection: one decoder for the whole stream.
+struct GateConn {
+    stream: TcpStream,
+    decoder: FrameDecoder<Vec<u8>>,
+    key: GateKey,
+}
+
+impl GateConn {
+    async fn connect(addr: SocketAddr, key: GateKey) -> GateConn {
+        GateConn {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            decoder: FrameDecoder::new(vec![0u8; MAX_FRAME_LEN]),
+            key,
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    async fn next(&mut self) -> Message {
+        loop {
+            if let Some(f) = self.decoder.next_frame().unwrap() {
+                verify(&self.key, &f).expect("reply sealed with the gate's key");
+                return Repr::parse(&f).unwrap().message;
+            }
+            let got = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                self.stream.read(self.decoder.spare_mut()),
+            )
+            .await
+            .expect("a reply within 10 s")
+            .unwrap();
+            assert!(got > 0, "connection closed");
+            self.decoder.commit(got);
+        }
+    }
+
+    /// Every chunk of one allow-list answer.
+    async fn transfer(&mut self) -> Vec<AllowListDelta> {
+        let mut chunks = Vec::new();
+        loop {
+            match self.next().await {
+                Message::AllowListDelta(d) => {
+                    let more = d.more;
+                    chunks.push(d);
+                    if !more {
+                        return chunks;
+                    }
+                }
+                other => panic!("expected an allow-list chunk, got {other:?}"),
+            }
+        }
+    }
+}
+
+fn adds(chunks: &[AllowListDelta]) -> Vec<EntryHash> {
+    let mut v: Vec<EntryHash> = chunks.iter().flat_map(|d| d.adds.iter().copied()).collect();
+    v.sort_unstable();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_gate_gets_its_full_allow_list_then_a_delta_after_card_disable() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = setup(dir.path());
+    let (_, tcp, stop, task) = start(dir.path()).await;
+    let mut gate = GateConn::connect(tcp, site.key_a).await;
+    let (k, g) = (site.key_a, site.gate_a);
+
+    // Full list: alice's enabled card, and bob's (schedules are not applied offline);
+    // not the disabled card nor the unknown one.
+    gate.send(&allow_list_request(&k, g, 1, 0)).await;
+    let full = gate.transfer().await;
+    assert_eq!(full.len(), 1, "{full:?}");
+    let (v1, chunk) = (full[0].to_version, &full[0]);
+    assert!(
+        chunk.full && !chunk.more && chunk.removes.is_empty(),
+        "{chunk:?}"
+    );
+    assert_eq!(chunk.seq, 1);
+    let mut want = vec![
+        gate_entry(dir.path(), g, GRANTED),
+        gate_entry(dir.path(), g, OFF_HOURS),
+    ];
+    want.sort_unstable();
+    assert_eq!(adds(&full), want);
+    // Entries are per gate: gate B's differ.
+    assert_ne!(
+        gate_entry(dir.path(), g, GRANTED),
+        gate_entry(dir.path(), site.gate_b, GRANTED)
+    );
+
+    // Current: one empty chunk from = to = v1.
+    gate.send(&allow_list_request(&k, g, 2, v1)).await;
+    let same = gate.transfer().await;
+    assert_eq!(same.len(), 1);
+    assert_eq!(
+        (same[0].from_version, same[0].to_version, same[0].full),
+        (v1, v1, false)
+    );
+    assert!(same[0].adds.is_empty() && same[0].removes.is_empty());
+
+    // `card disable` (the store call the CLI makes); the hub reloads within ~200 ms.
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let key = SiteKey::load_or_create(dir.path()).unwrap();
+        let card = store
+            .find_card_by_acc_id(&key, &unhex(GRANTED))
+            .unwrap()
+            .unwrap();
+        store.set_card_enabled(card.id, false).unwrap();
+    }
+    let mut seq = 3;
+    let delta = loop {
+        gate.send(&allow_list_request(&k, g, seq, v1)).await;
+        seq += 1;
+        let got = gate.transfer().await;
+        if got[0].to_version != v1 {
+            break got;
+        }
+        assert!(seq < 100, "the hub never moved its allow-list version");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(delta.len(), 1, "{delta:?}");
+    let d = &delta[0];
+    assert!(!d.full && !d.more);
+    assert_eq!(d.from_version, v1);
+    assert!(d.to_version > v1);
+    assert!(d.adds.is_empty(), "{d:?}");
+    assert_eq!(
+        d.removes.as_slice(),
+        &[gate_entry(dir.path(), g, GRANTED)],
+        "the disabled card is removed"
+    );
+    // A version from the future gets the full list again, now without the card.
+    gate.send(&allow_list_request(&k, g, seq, d.to_version + 1000))
+        .await;
+    let again = gate.transfer().await;
+    assert!(again[0].full);
+    assert_eq!(adds(&again), vec![gate_entry(dir.path(), g, OFF_HOURS)]);
+
+    drop(gate);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+
+    // A restarted hub starts above every version it handed out: the gate gets a full list.
+    let (_, tcp, stop, task) = start(dir.path()).await;
+    let mut gate = GateConn::connect(tcp, site.key_a).await;
+    gate.send(&allow_list_request(&k, g, 500, d.to_version))
+        .await;
+    let after = gate.transfer().await;
+    assert!(after[0].full, "{after:?}");
+    assert!(after[0].to_version > d.to_version);
+    assert_eq!(adds(&after), vec![gate_entry(dir.path(), g, OFF_HOURS)]);
+    drop(gate);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn door_and_tamper_events_are_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = setup(dir.path());
+    let (_, tcp, stop, task) = start(dir.path()).await;
+    let mut gate = GateConn::connect(tcp, site.key_a).await;
+    let (k, g) = (site.key_a, site.gate_a);
+    let door = |seq, kind| {
+        frame(
+            &k,
+            g,
+            Message::DoorEvent(DoorEvent {
+                seq,
+                time: 1_800_000_000,
+                kind,
+            }),
+        )
+    };
+    gate.send(&door(10, DoorEventKind::Forced)).await;
+    gate.send(&frame(
+        &k,
+        g,
+        Message::Tamper(Tamper {
+            seq: 11,
+            time: 1_800_000_001,
+            active: true,
+        }),
+    ))
+    .await;
+    gate.send(&door(12, DoorEventKind::Unknown(42))).await;
+    // Replayed: refused by the window, stored once anyway.
+    gate.send(&door(12, DoorEventKind::Closed)).await;
+    // Events have no reply; the next answer is the replay refusal, then a decision.
+    gate.send(&request(&k, g, 13, GRANTED)).await;
+    assert_eq!(
+        gate.next().await,
+        Message::Error(ErrorReply {
+            seq: 12,
+            code: ErrorCode::Replay
+        })
+    );
+    assert!(matches!(
+        gate.next().await,
+        Message::Decision(Decision { seq: 13, .. })
+    ));
+    drop(gate);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+
+    let store = Store::open(dir.path()).unwrap();
+    let rows = store
+        .gate_events(&GateEventFilter {
+            gate: Some(i64::from(g)),
+            limit: 10,
+        })
+        .unwrap();
+    let got: Vec<(u64, &str)> = rows.iter().map(|r| (r.gate_seq, r.kind.as_str())).collect();
+    assert_eq!(
+        got,
+        [(10, "forced_open"), (11, "tamper_on"), (12, "unknown_42")]
+    );
+    assert_eq!(rows[0].at.unix_timestamp(), 1_800_000_000);
+
+    // After a restart the replay window resumes above the events' numbers too.
+    drop(store);
+    let (_, tcp, stop, task) = start(dir.path()).await;
+    let mut gate = GateConn::connect(tcp, site.key_a).await;
+    gate.send(&door(12, DoorEventKind::Opened)).await;
+    gate.send(&door(14, DoorEventKind::Opened)).await;
+    gate.send(&request(&k, g, 15, GRANTED)).await;
+    // 13 was an access request (in the log); 12 an event: both below the window.
+    assert_eq!(
+        gate.next().await,
+        Message::Error(ErrorReply {
+            seq: 12,
+            code: ErrorCode::Replay
+        })
+    );
+    assert!(matches!(
+        gate.next().await,
+        Message::Decision(Decision { seq: 15, .. })
+    ));
+    drop(gate);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+/// `POST /api/v1/gate/frames` with a binary body; the status and the raw answer body.
+async fn post_frame(addr: SocketAddr, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST /api/v1/gate/frames HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let _ = s.write_all(body).await;
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp).await;
+    let end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {resp:?}"));
+    let head = String::from_utf8_lossy(&resp[..end]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, resp[end + 4..].to_vec())
+}
+
+/// The frames of a frames-endpoint answer, each verified with `key`.
+fn frames_of(key: &GateKey, mut body: &[u8]) -> Vec<Message> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let len = usize::from(u16::from_be_bytes([body[0], body[1]])) + 2;
+        let f = Frame::new_checked(&body[..len]).unwrap();
+        verify(key, &f).unwrap();
+        out.push(Repr::parse(&f).unwrap().message);
+        body = &body[len..];
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_frames_endpoint_carries_every_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = setup(dir.path());
+    let (http, _, stop, task) = start(dir.path()).await;
+    let (k, g) = (site.key_a, site.gate_a);
+
+    // A heartbeat: 200, no reply frame.
+    let hb = frame(
+        &k,
+        g,
+        Message::Heartbeat(Heartbeat {
+            seq: 1,
+            time: 0,
+            allowlist_version: 0,
+            offline_pending: 0,
+            flags: HeartbeatFlags::new(true, false, true),
+        }),
+    );
+    assert_eq!(post_frame(http, &hb).await, (200, Vec::new()));
+    // The same frame again: the replay refusal, sealed.
+    let (st, body) = post_frame(http, &hb).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        frames_of(&k, &body),
+        [Message::Error(ErrorReply {
+            seq: 1,
+            code: ErrorCode::Replay
+        })]
+    );
+    // The allow-list, as over TCP.
+    let (st, body) = post_frame(http, &allow_list_request(&k, g, 2, 0)).await;
+    assert_eq!(st, 200);
+    let chunks: Vec<AllowListDelta> = frames_of(&k, &body)
+        .into_iter()
+        .map(|m| match m {
+            Message::AllowListDelta(d) => d,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let mut want = vec![
+        gate_entry(dir.path(), g, GRANTED),
+        gate_entry(dir.path(), g, OFF_HOURS),
+    ];
+    want.sort_unstable();
+    assert_eq!(adds(&chunks), want);
+    // An offline upload is acknowledged; an access request is decided.
+    let (st, body) = post_frame(
+        http,
+        &offline_batch(&k, g, 3, &[1, 2], Reason::OfflineGranted),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        frames_of(&k, &body),
+        [Message::OfflineAck(OfflineAck {
+            seq: 3,
+            accepted: 2,
+            duplicates: 0
+        })]
+    );
+    let (st, body) = post_frame(http, &request(&k, g, 4, GRANTED)).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        frames_of(&k, &body),
+        [Message::Decision(Decision {
+            seq: 4,
+            reason: Reason::Granted,
+            relay_ms: 1500
+        })]
+    );
+    // Sealed with another gate's key: refused with a sealed BadAuth (as on TCP).
+    let (st, body) = post_frame(http, &request(&site.key_b, g, 5, GRANTED)).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        frames_of(&k, &body),
+        [Message::Error(ErrorReply {
+            seq: 5,
+            code: ErrorCode::BadAuth
+        })]
+    );
+    // The IP allow-list applies: the fenced gate may not come from 127.0.0.1.
+    let (st, body) = post_frame(http, &request(&site.key_ip, site.gate_ip, 1, GRANTED)).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        frames_of(&site.key_ip, &body),
+        [Message::Error(ErrorReply {
+            seq: 1,
+            code: ErrorCode::BadAuth
+        })]
+    );
+    // Transport errors: JSON.
+    let (st, body) = post_frame(http, b"not a frame").await;
+    assert_eq!(st, 400, "{}", String::from_utf8_lossy(&body));
+    let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        j["error"].as_str().unwrap().contains("one sealed frame"),
+        "{j}"
+    );
+    let mut two = hb.clone();
+    two.extend_from_slice(&hb);
+    assert_eq!(post_frame(http, &two).await.0, 400, "exactly one frame");
+    assert_eq!(post_frame(http, &vec![0u8; 2000]).await.0, 413);
+    let (st, body) = post_frame(http, &request(&[1; 32], 4242, 1, GRANTED)).await;
+    assert_eq!(st, 404, "{}", String::from_utf8_lossy(&body));
+
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.log_count().unwrap(),
+        3,
+        "two offline entries and one decision"
     );
 }

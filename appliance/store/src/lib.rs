@@ -8,7 +8,10 @@
 //! - [`AccessLog`] is the group-commit writer: a decision's callback fires only once its
 //!   log row is durable.
 
+pub mod admin;
+pub mod bulk;
 pub mod error;
+pub mod gate_events;
 pub mod log;
 pub mod schema;
 pub mod site_key;

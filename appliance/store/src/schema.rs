@@ -74,8 +74,9 @@ CREATE TABLE people (
     valid_until INTEGER
 );
 
--- Cards exist only as HMAC-SHA-256(site key, acc_id). No column holds any part of the
--- raw card id; `label` is free text chosen by the admin and checked not to contain it.
+-- Cards exist only as HMAC-SHA-256(card key, acc_id), the card key being derived from
+-- the site key (see site_key.rs). No column holds any part of the raw card id; `label`
+-- is free text chosen by the admin and checked not to contain it.
 CREATE TABLE cards (
     id          INTEGER PRIMARY KEY,
     hash        BLOB NOT NULL UNIQUE CHECK (length(hash) = 32),

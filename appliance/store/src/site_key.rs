@@ -6,9 +6,35 @@
 //! - The file is created atomically: the key is written and fsynced under a temporary name
 //!   and then hard-linked into place, so concurrent first starts agree on one key and a
 //!   crash never leaves a short key file.
-//! - The key never appears in `Debug` output or logs.
-//! - Card hashes are HMAC-SHA-256(site key, acc_id) (RFC 2104 over FIPS 180-4); the raw
-//!   acc_id is used only as HMAC input and never kept.
+//! - The key and everything derived from it never appear in `Debug` output or logs.
+//! - The raw acc_id is used only as HMAC input and never kept.
+//!
+//! # Key scheme
+//!
+//! Every MAC is HMAC-SHA-256 (RFC 2104 over FIPS 180-4); `S` is the site key.
+//!
+//! | name | value | who holds it |
+//! |---|---|---|
+//! | card key | `HMAC(S, "gatehouse card key v1")` | the hub, and every gate |
+//! | card hash | `HMAC(card key, acc_id)`: the `cards.hash` column | the hub's database |
+//! | gate key of gate `g` | `HMAC(S, "gatehouse gate allow-list v1" \|\| g as u64 big-endian)` | the hub, and gate `g` only |
+//! | allow-list entry | `HMAC(gate key, card hash)[..16]` | gate `g`'s offline list |
+//!
+//! So the hub computes every gate's allow-list from the database alone ([`allow_list_entry`]
+//! of the stored hash), never needing a raw card id, and a gate computes the same entry
+//! from the card it reads (`HMAC(gate key, HMAC(card key, raw bytes))[..16]`, gate-core's
+//! `HmacEntryScheme`).
+//!
+//! What a theft costs:
+//! - A stolen gate leaks its own list only: another gate's entries need another gate key,
+//!   and entries are keyed hashes, not card ids.
+//! - Every gate holds the card key. A stolen gate **together with** a stolen database (the
+//!   `cards.hash` column) lets an attacker test candidate card numbers offline (compute
+//!   `HMAC(card key, candidate)` and look it up); card numbers are short and often
+//!   sequential, so that search is cheap. A stolen database alone, or a stolen gate alone,
+//!   does not allow it. This is the price of gates computing entries without the hub: keep
+//!   backups of the database as secret as the site key.
+//! - The site key itself never leaves the box.
 
 use crate::error::StoreError;
 use gatehouse_access::model::{CardHash, GateId};
@@ -33,13 +59,23 @@ pub const SITE_KEY_LEN: usize = 32;
 /// Domain separator for per-gate allow-list keys. Changing it invalidates every gate's list.
 const GATE_KEY_CONTEXT: &[u8] = b"gatehouse gate allow-list v1";
 
+/// Domain separator of the card key. Changing it invalidates every enrolled card.
+const CARD_KEY_CONTEXT: &[u8] = b"gatehouse card key v1";
+
+/// Length of the card key and of a gate key.
+pub const DERIVED_KEY_LEN: usize = 32;
+
 /// Length of one offline allow-list entry: HMAC-SHA-256 truncated to 128 bits
 /// (truncation to at least half the output is allowed by RFC 2104 section 5).
 pub const ALLOW_LIST_ENTRY_LEN: usize = 16;
 
-/// The site's secret hashing key.
+/// The site's secret hashing key (and the card key derived from it, kept to spare one HMAC
+/// per decision).
 #[derive(Clone)]
-pub struct SiteKey([u8; SITE_KEY_LEN]);
+pub struct SiteKey {
+    key: [u8; SITE_KEY_LEN],
+    card_key: [u8; DERIVED_KEY_LEN],
+}
 
 impl fmt::Debug for SiteKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -109,7 +145,7 @@ impl SiteKey {
                     let _ = dir.sync_all();
                 }
                 tracing::info!(path = %path.display(), "generated a new site key");
-                Ok(SiteKey(key))
+                Ok(SiteKey::from_bytes(key))
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Self::load(&path),
             Err(source) => Err(StoreError::Io { path, source }),
@@ -140,31 +176,44 @@ impl SiteKey {
                 path.display()
             ))
         })?;
-        Ok(SiteKey(key))
+        Ok(SiteKey::from_bytes(key))
     }
 
     /// A key from bytes (tests, restores).
     pub fn from_bytes(key: [u8; SITE_KEY_LEN]) -> SiteKey {
-        SiteKey(key)
+        SiteKey {
+            key,
+            card_key: hmac(&key, &[CARD_KEY_CONTEXT]),
+        }
     }
 
-    /// HMAC-SHA-256(site key, acc_id): how a card is stored and looked up.
+    /// The card key, HMAC-SHA-256(site key, "gatehouse card key v1"): the key of every card
+    /// hash. Every gate is given it (see the module docs for what that costs).
+    pub fn card_key(&self) -> [u8; DERIVED_KEY_LEN] {
+        self.card_key
+    }
+
+    /// HMAC-SHA-256(card key, acc_id): how a card is stored and looked up.
     pub fn card_hash(&self, acc_id: &[u8]) -> CardHash {
-        CardHash(hmac(&self.0, &[acc_id]))
+        CardHash(hmac(&self.card_key, &[acc_id]))
     }
 
     /// The gate's allow-list key: HMAC-SHA-256(site key, "gatehouse gate allow-list v1" ||
     /// gate_id as 8 bytes big-endian). Given to that gate only, so a stolen gate leaks only
     /// its own list.
-    pub fn gate_key(&self, gate_id: GateId) -> [u8; 32] {
-        hmac(&self.0, &[GATE_KEY_CONTEXT, &gate_id.to_be_bytes()])
+    pub fn gate_key(&self, gate_id: GateId) -> [u8; DERIVED_KEY_LEN] {
+        hmac(&self.key, &[GATE_KEY_CONTEXT, &gate_id.to_be_bytes()])
     }
 }
 
-/// One offline allow-list entry: HMAC-SHA-256(gate_key, acc_id) truncated to 16 bytes. The
-/// gate computes the same from the card it reads and looks it up in its list.
-pub fn allow_list_entry(gate_key: &[u8; 32], acc_id: &[u8]) -> [u8; ALLOW_LIST_ENTRY_LEN] {
-    let full = hmac(gate_key, &[acc_id]);
+/// One offline allow-list entry: HMAC-SHA-256(gate key, card hash) truncated to 16 bytes.
+/// The hub computes it from the stored hash; the gate computes the same from the card it
+/// reads (hashing it with the card key first) and looks it up in its list.
+pub fn allow_list_entry(
+    gate_key: &[u8; DERIVED_KEY_LEN],
+    card_hash: &CardHash,
+) -> [u8; ALLOW_LIST_ENTRY_LEN] {
+    let full = hmac(gate_key, &[&card_hash.0]);
     let mut out = [0u8; ALLOW_LIST_ENTRY_LEN];
     out.copy_from_slice(&full[..ALLOW_LIST_ENTRY_LEN]);
     out
@@ -179,7 +228,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = SiteKey::load_or_create(dir.path()).unwrap();
         let b = SiteKey::load_or_create(dir.path()).unwrap();
-        assert_eq!(a.0, b.0);
+        assert_eq!(a.key, b.key);
+        assert_eq!(a.card_key, b.card_key);
         let meta = fs::metadata(dir.path().join(SITE_KEY_FILE)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert_eq!(meta.len(), 32);
@@ -225,13 +275,42 @@ mod tests {
         assert_eq!(k.card_hash(b"123"), k.card_hash(b"123"));
         assert_ne!(k.card_hash(b"123"), k.card_hash(b"124"));
         assert_ne!(k.gate_key(1), k.gate_key(2));
+        assert_ne!(k.card_key(), k.gate_key(0));
+        // The card hash is keyed with the card key, not with the site key itself.
+        assert_eq!(k.card_hash(b"123").0, hmac(&k.card_key(), &[b"123"]));
+        assert_ne!(k.card_hash(b"123").0, hmac(&[7; 32], &[b"123"]));
         let g1 = k.gate_key(1);
         let g2 = k.gate_key(2);
-        assert_ne!(allow_list_entry(&g1, b"123"), allow_list_entry(&g2, b"123"));
-        assert_eq!(allow_list_entry(&g1, b"123"), allow_list_entry(&g1, b"123"));
+        let h = k.card_hash(b"123");
+        assert_ne!(allow_list_entry(&g1, &h), allow_list_entry(&g2, &h));
+        assert_eq!(allow_list_entry(&g1, &h), allow_list_entry(&g1, &h));
+        assert_eq!(&allow_list_entry(&g1, &h)[..], &hmac(&g1, &[&h.0])[..16]);
+    }
+
+    /// The cross-check fixture shared with gate-core (gate-fw/core/src/allow_list.rs,
+    /// `entry_matches_the_hubs_fixture`): site key 32 x 0x5a, gate 7, card 04a1b2c3d4e5f6.
+    /// The expected values were computed independently (Python's hmac module).
+    #[test]
+    fn fixture_shared_with_gate_core() {
+        let k = SiteKey::from_bytes([0x5a; 32]);
+        let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
         assert_eq!(
-            &allow_list_entry(&g1, b"123")[..],
-            &hmac(&g1, &[b"123"])[..16]
+            hex(&k.card_key()),
+            "f4e047f2f59e55a4473ea1ed70a5444e3f17de00bc1683bb969f45764dcd435f"
+        );
+        assert_eq!(
+            hex(&k.gate_key(7)),
+            "e88991bd0db543ff7fcac2a98eb2052ca7ae665a3e0d6384affd2e76efa4bdf1"
+        );
+        let card = [0x04, 0xa1, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6];
+        let hash = k.card_hash(&card);
+        assert_eq!(
+            hex(&hash.0),
+            "5b49521615af15df37d85e82f8774a709a701168875e52489aacf54383d4854f"
+        );
+        assert_eq!(
+            hex(&allow_list_entry(&k.gate_key(7), &hash)),
+            "9b2c3f8a4b5a9bade5c3fa535a3aeeda"
         );
     }
 }

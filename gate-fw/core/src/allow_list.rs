@@ -1,11 +1,18 @@
 //! The offline allow-list: which cards this gate lets in while the hub is unreachable.
 //!
-//! The gate never holds card ids: the hub sends entries, 16-byte keyed hashes of card ids
+//! The gate never holds card ids: the hub sends entries, 16-byte keyed hashes
 //! ([`EntryHash`]), and the gate hashes the card it reads the same way and looks it up.
 //! How a card becomes an entry is an [`EntryScheme`]; [`HmacEntryScheme`] is the hub's
-//! (`gatehouse_store::allow_list_entry`): the first 16 bytes of
-//! HMAC-SHA-256(allow-list key, raw card bytes) (RFC 2104, FIPS 180-4), with the per-gate
-//! allow-list key `SiteKey::gate_key(gate_id)`, so a stolen gate leaks only its own list.
+//! (`gatehouse_store::site_key`, whose module docs hold the whole key scheme), in two
+//! HMAC-SHA-256 stages (RFC 2104, FIPS 180-4):
+//!
+//! ```text
+//! card hash = HMAC(card key, raw card bytes)          (what the hub's database stores)
+//! entry     = HMAC(allow-list key, card hash)[..16]
+//! ```
+//!
+//! The card key is the same for every gate; the allow-list key is this gate's own
+//! (`SiteKey::gate_key(gate_id)` on the hub), so a stolen gate leaks only its own list.
 //! The card bytes are the raw id as read ([`CardId::as_bytes`]), not its hex form.
 
 use gatehouse_gate_proto::{CardId, EntryHash};
@@ -18,32 +25,41 @@ pub trait EntryScheme {
     fn entry(&self, card: &CardId) -> EntryHash;
 }
 
-/// The hub's scheme: `HMAC-SHA-256(allow_list_key, card bytes)[..16]`.
+/// The hub's scheme: `HMAC-SHA-256(allow_list_key, HMAC-SHA-256(card_key, card bytes))[..16]`.
 #[derive(Clone)]
 pub struct HmacEntryScheme {
-    key: [u8; 32],
+    card_key: [u8; 32],
+    allow_list_key: [u8; 32],
 }
 
 impl HmacEntryScheme {
-    pub fn new(allow_list_key: [u8; 32]) -> HmacEntryScheme {
+    pub fn new(card_key: [u8; 32], allow_list_key: [u8; 32]) -> HmacEntryScheme {
         HmacEntryScheme {
-            key: allow_list_key,
+            card_key,
+            allow_list_key,
         }
     }
 }
 
+/// HMAC-SHA-256(key, data). HMAC accepts keys of any length, so `new_from_slice` cannot
+/// fail; if it ever did, all zeros come back, which makes the entry one the hub never
+/// sends (a 2^-128 collision), so the card is simply not found: fail closed.
+fn hmac_sha256(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) {
+        mac.update(data);
+        out.copy_from_slice(&mac.finalize().into_bytes());
+    }
+    out
+}
+
 impl EntryScheme for HmacEntryScheme {
     fn entry(&self, card: &CardId) -> EntryHash {
+        let card_hash = hmac_sha256(&self.card_key, card.as_bytes());
+        let full = hmac_sha256(&self.allow_list_key, &card_hash);
         let mut out = [0u8; EntryHash::LEN];
-        // HMAC accepts keys of any length, so new_from_slice cannot fail; if it ever did,
-        // the all-zero entry is returned, which the hub never sends (it would be a 2^-128
-        // collision), so the card is simply not found: fail closed.
-        if let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&self.key) {
-            mac.update(card.as_bytes());
-            let full = mac.finalize().into_bytes();
-            if let Some(head) = full.get(..EntryHash::LEN) {
-                out.copy_from_slice(head);
-            }
+        if let Some(head) = full.get(..EntryHash::LEN) {
+            out.copy_from_slice(head);
         }
         EntryHash(out)
     }
@@ -141,15 +157,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hmac_scheme_is_truncated_hmac_sha256_of_the_raw_card_bytes() {
-        // Computed independently: `printf '\xde\xad\xbe\xef' | openssl dgst -sha256 -mac
-        // HMAC -macopt hexkey:0707...07` (32 bytes of 0x07), first 16 bytes.
-        let scheme = HmacEntryScheme::new([7; 32]);
+    fn hmac_scheme_is_two_truncated_hmac_sha256_stages() {
+        // Computed independently (Python's hmac module): card key 32 x 0x07, allow-list key
+        // 32 x 0x09, card de ad be ef; HMAC(alk, HMAC(ck, card))[..16].
+        let scheme = HmacEntryScheme::new([7; 32], [9; 32]);
         let card = CardId::new(&[0xde, 0xad, 0xbe, 0xef]).unwrap();
-        let expected = EntryHash::from_hex("bc42a2dbc87d2a5c8dfcb61824bd45e4").unwrap();
+        let expected = EntryHash::from_hex("3c3ad5e890724cd43d29484c6707a2a2").unwrap();
         assert_eq!(scheme.entry(&card), expected);
-        let other = HmacEntryScheme::new([8; 32]).entry(&card);
+        let other = HmacEntryScheme::new([7; 32], [8; 32]).entry(&card);
         assert_ne!(other, expected, "per-gate keys give different entries");
+        let other = HmacEntryScheme::new([6; 32], [9; 32]).entry(&card);
+        assert_ne!(other, expected, "the card key is part of the entry");
+    }
+
+    /// The cross-check fixture shared with the hub (appliance/store/src/site_key.rs,
+    /// `fixture_shared_with_gate_core`): site key 32 x 0x5a, gate 7, card 04a1b2c3d4e5f6.
+    /// The keys are what the hub derives (and `gatehouse gate add` prints) for that gate.
+    #[test]
+    fn entry_matches_the_hubs_fixture() {
+        let key = |hex: &str| -> [u8; 32] {
+            let mut k = [0u8; 32];
+            for (i, b) in k.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+            }
+            k
+        };
+        let card_key = key("f4e047f2f59e55a4473ea1ed70a5444e3f17de00bc1683bb969f45764dcd435f");
+        let gate_key = key("e88991bd0db543ff7fcac2a98eb2052ca7ae665a3e0d6384affd2e76efa4bdf1");
+        let card = CardId::from_hex("04a1b2c3d4e5f6").unwrap();
+        assert_eq!(
+            HmacEntryScheme::new(card_key, gate_key).entry(&card),
+            EntryHash::from_hex("9b2c3f8a4b5a9bade5c3fa535a3aeeda").unwrap()
+        );
     }
 
     #[test]

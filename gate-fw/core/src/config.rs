@@ -1,4 +1,5 @@
-//! [`GateConfig`]: what a gate is told at installation (its id and keys) and its timings.
+//! [`GateConfig`]: what a gate is told at installation (its id and keys, as `gatehouse gate
+//! add` prints them) and its timings.
 
 use gatehouse_gate_proto::GateKey;
 
@@ -10,8 +11,11 @@ pub struct GateConfig {
     pub gate_id: u32,
     /// The gate's own key: seals every frame it sends, verifies every frame it accepts.
     pub key: GateKey,
-    /// The gate's allow-list key, `SiteKey::gate_key(gate_id)` on the hub: the key of the
-    /// allow-list entry hashes ([`HmacEntryScheme`](crate::HmacEntryScheme)).
+    /// The site's card key, `SiteKey::card_key()` on the hub (the same for every gate): the
+    /// first stage of the allow-list entry hashes ([`HmacEntryScheme`](crate::HmacEntryScheme)).
+    pub card_key: [u8; 32],
+    /// The gate's allow-list key, `SiteKey::gate_key(gate_id)` on the hub: the second
+    /// stage of the allow-list entry hashes ([`HmacEntryScheme`](crate::HmacEntryScheme)).
     pub allow_list_key: [u8; 32],
     /// Relay pulse for an offline grant, the exit button, and a hub grant that says 0.
     pub relay_ms: u16,
@@ -36,10 +40,16 @@ impl GateConfig {
     /// Defaults: relay 3 s, request timeout 1.5 s, held open after 30 s, door grace 1 s,
     /// heartbeat every 60 s, offline batch resent after 10 s, allow-list refresh every
     /// 10 min, on mains.
-    pub fn new(gate_id: u32, key: GateKey, allow_list_key: [u8; 32]) -> GateConfig {
+    pub fn new(
+        gate_id: u32,
+        key: GateKey,
+        card_key: [u8; 32],
+        allow_list_key: [u8; 32],
+    ) -> GateConfig {
         GateConfig {
             gate_id,
             key,
+            card_key,
             allow_list_key,
             relay_ms: 3_000,
             request_timeout_ms: 1_500,
@@ -59,6 +69,7 @@ impl core::fmt::Debug for GateConfig {
         f.debug_struct("GateConfig")
             .field("gate_id", &self.gate_id)
             .field("key", &"<redacted>")
+            .field("card_key", &"<redacted>")
             .field("allow_list_key", &"<redacted>")
             .field("relay_ms", &self.relay_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)

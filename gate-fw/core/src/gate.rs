@@ -260,7 +260,7 @@ impl GateCore {
     /// A gate with the hub's entry scheme and the default capacities. The link starts
     /// down: call [`GateCore::link_up`] once the transport is connected.
     pub fn new(config: GateConfig) -> GateCore {
-        let scheme = HmacEntryScheme::new(config.allow_list_key);
+        let scheme = HmacEntryScheme::new(config.card_key, config.allow_list_key);
         GateCore::with_scheme(config, scheme)
     }
 }

@@ -14,6 +14,7 @@ use gate_core::{
 
 const GATE: u32 = 7;
 const KEY: GateKey = [0x11; 32];
+const CARD_KEY: [u8; 32] = [0x33; 32];
 const ALLOW_KEY: [u8; 32] = [0x22; 32];
 
 /// The hub's side of one gate's link.
@@ -53,7 +54,7 @@ fn card(b: u8) -> CardId {
 }
 
 fn entry(c: &CardId) -> EntryHash {
-    HmacEntryScheme::new(ALLOW_KEY).entry(c)
+    HmacEntryScheme::new(CARD_KEY, ALLOW_KEY).entry(c)
 }
 
 struct Rig {
@@ -68,7 +69,7 @@ impl Rig {
     }
 
     fn with(tune: impl FnOnce(&mut GateConfig)) -> Rig {
-        let mut config = GateConfig::new(GATE, KEY, ALLOW_KEY);
+        let mut config = GateConfig::new(GATE, KEY, CARD_KEY, ALLOW_KEY);
         tune(&mut config);
         let mut gate = GateCore::new(config);
         let now = Now::new(0, 1_700_000_000);
@@ -981,9 +982,9 @@ fn hostile_bytes_never_panic() {
 
 #[test]
 fn offline_log_overflow_keeps_the_newest() {
-    let config = GateConfig::new(GATE, KEY, ALLOW_KEY);
+    let config = GateConfig::new(GATE, KEY, CARD_KEY, ALLOW_KEY);
     let mut gate: GateCore<HmacEntryScheme, 16, 4> =
-        GateCore::with_scheme(config, HmacEntryScheme::new(ALLOW_KEY));
+        GateCore::with_scheme(config, HmacEntryScheme::new(CARD_KEY, ALLOW_KEY));
     let now = Now::new(0, 0);
     for i in 0..6u8 {
         gate.card_read(card(i), now);

@@ -23,7 +23,7 @@ pub async fn run(
     config: Arc<SimConfig>,
     resume_seq: u32,
 ) -> GateReport {
-    let mut gc = GateConfig::new(spec.id, spec.key, spec.allow_list_key);
+    let mut gc = GateConfig::new(spec.id, spec.key, spec.card_key, spec.allow_list_key);
     gc.request_timeout_ms = config.request_timeout_ms;
     gc.offline_ack_timeout_ms = config.offline_ack_timeout_ms;
     let mut core = Box::new(GateCore::new(gc));

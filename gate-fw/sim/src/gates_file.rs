@@ -6,6 +6,7 @@
 //! [[gate]]
 //! id = 1
 //! secret = "<64 hex digits: the gate's key>"
+//! card_key = "<64 hex digits>"         # optional: SiteKey::card_key() on the hub
 //! allow_list_key = "<64 hex digits>"   # optional: SiteKey::gate_key(id) on the hub
 //! mqtt_username = "gate-front-door"    # optional (default "gate-<name>", or "gate-<id>")
 //! mqtt_password = "..."                # optional (default: --mqtt-password)
@@ -13,8 +14,9 @@
 //! ```
 //!
 //! JSON is the same records, either `{"gate": [...]}` or a bare array. Ids must be unique
-//! and non-zero; a key must be exactly 32 bytes. Without `allow_list_key` the gate's
-//! allow-list entries can never match, so every offline decision is a deny.
+//! and non-zero; a key must be exactly 32 bytes. `gatehouse gate add` prints the record
+//! with every key. Without `card_key` and `allow_list_key` the gate's allow-list entries
+//! can never match, so every offline decision is a deny.
 
 use gatehouse_gate_proto::{GateKey, KEY_LEN};
 use serde::Deserialize;
@@ -49,6 +51,9 @@ pub struct GateSpec {
     pub id: u32,
     pub name: Option<String>,
     pub key: GateKey,
+    /// The site's card key (all zeros when not given).
+    pub card_key: [u8; KEY_LEN],
+    /// The gate's allow-list key (all zeros when not given).
     pub allow_list_key: [u8; KEY_LEN],
     pub mqtt_username: String,
     pub mqtt_password: Option<String>,
@@ -70,6 +75,8 @@ impl std::fmt::Debug for GateSpec {
 struct RawGate {
     id: u32,
     secret: String,
+    #[serde(default)]
+    card_key: Option<String>,
     #[serde(default)]
     allow_list_key: Option<String>,
     #[serde(default)]
@@ -147,6 +154,10 @@ pub fn parse(text: &str, json: bool, path: &str) -> Result<Vec<GateSpec>, GatesF
             return Err(bad("id listed twice".into()));
         }
         let key = parse_key(&g.secret).map_err(|m| bad(format!("secret: {m}")))?;
+        let card_key = match &g.card_key {
+            Some(k) => parse_key(k).map_err(|m| bad(format!("card_key: {m}")))?,
+            None => [0; KEY_LEN],
+        };
         let allow_list_key = match &g.allow_list_key {
             Some(k) => parse_key(k).map_err(|m| bad(format!("allow_list_key: {m}")))?,
             None => [0; KEY_LEN],
@@ -159,6 +170,7 @@ pub fn parse(text: &str, json: bool, path: &str) -> Result<Vec<GateSpec>, GatesF
             id: g.id,
             name: g.name.clone(),
             key,
+            card_key,
             allow_list_key,
             mqtt_username,
             mqtt_password: g.mqtt_password.clone(),
@@ -201,21 +213,24 @@ mod tests {
     use super::*;
 
     const K: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    const C: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
 
     #[test]
     fn toml_with_defaults() {
         let text = format!(
             "[[gate]]\nid = 3\nsecret = \"{K}\"\nname = \"front\"\n\n[[gate]]\nid = 4\nsecret = \"{K}\"\n\
-             allow_list_key = \"{K}\"\nmqtt_username = \"u4\"\nmqtt_password = \"p4\"\n"
+             card_key = \"{C}\"\nallow_list_key = \"{K}\"\nmqtt_username = \"u4\"\nmqtt_password = \"p4\"\n"
         );
         let g = parse(&text, false, "g.toml").unwrap();
         assert_eq!(g.len(), 2);
         assert_eq!(g[0].id, 3);
         assert_eq!(g[0].key[31], 0x1f);
         assert_eq!(g[0].allow_list_key, [0; 32]);
+        assert_eq!(g[0].card_key, [0; 32]);
         assert_eq!(g[0].mqtt_username, "gate-front");
         assert_eq!(g[0].mqtt_password, None);
         assert_eq!(g[1].allow_list_key[1], 1);
+        assert_eq!(g[1].card_key, [0xcc; 32]);
         assert_eq!(g[1].mqtt_username, "u4");
         assert_eq!(g[1].mqtt_password.as_deref(), Some("p4"));
         assert!(
@@ -252,6 +267,10 @@ mod tests {
             (
                 format!("[[gate]]\nid = 2\nsecret = \"zz{}\"\n", &K[2..]),
                 "is not hex",
+            ),
+            (
+                format!("[[gate]]\nid = 2\nsecret = \"{K}\"\ncard_key = \"abcd\"\n"),
+                "gate #1 (id 2): card_key: must be 32 bytes",
             ),
             (
                 format!("[[gate]]\nid = 2\nsecret = \"{K}\"\ncolour = 1\n"),

@@ -1,13 +1,22 @@
-//! HTTP: the access check of the original design, `POST /api/v1/access/check` with the
-//! gate's key as `Authorization: Bearer <64 hex digits>` and the body
-//! `{"acc_id": "<hex>", "gate_id": N, "seq": N, "time": T}`, on one keep-alive
-//! connection per gate (HTTP/1.1, written by hand: one request shape, one answer shape,
-//! no extra dependency).
+//! HTTP, on one keep-alive connection per gate (HTTP/1.1, written by hand: two request
+//! shapes, two answer shapes, no extra dependency):
 //!
-//! **How the core gets the answer.** The core acts only on sealed frames. HTTP has no tag
-//! of its own (its authenticity is the connection's, TLS on a real site), so this
-//! adapter, which holds the gate's key like the board does, rebuilds the answer as the
-//! frame the hub would have sent over TCP and seals it with that key:
+//! - access requests take the access check of the original design,
+//!   `POST /api/v1/access/check` with the gate's key as
+//!   `Authorization: Bearer <64 hex digits>` and the body
+//!   `{"acc_id": "<hex>", "gate_id": N, "seq": N, "time": T}`;
+//! - every other frame (heartbeats, allow-list requests, offline batches, door and tamper
+//!   events) goes as it is to `POST /api/v1/gate/frames`: the body is the sealed binary
+//!   frame exactly as on raw TCP (`application/octet-stream`), authenticated by its own
+//!   tag, and a 200 answer's body is the hub's reply frames back to back (empty when the
+//!   message has no reply), each handed to the core as received. So an HTTP gate syncs
+//!   its allow-list and uploads its offline log like a TCP gate. Another status (400 or
+//!   413: the hub could not read the frame) is counted and nothing reaches the core.
+//!
+//! **How the core gets an access check's answer.** The core acts only on sealed frames.
+//! The JSON answer has no tag of its own (its authenticity is the connection's, TLS on a
+//! real site), so this adapter, which holds the gate's key like the board does, rebuilds
+//! it as the frame the hub would have sent over TCP and seals it with that key:
 //! - 200 `{"allow", "reason", "relay_ms", "seq"}` -> `Decision{seq, reason, relay_ms}`;
 //!   a reason name this build does not know becomes an unknown reason code, which the core
 //!   treats as a deny (fail closed);
@@ -16,9 +25,8 @@
 //! - 503 (the hub could not log the decision) and any other status -> no answer: the core
 //!   times out and uses its allow-list, as with the TCP hub's missing answer.
 //!
-//! Only access requests have an HTTP form: heartbeats, allow-list requests and offline
-//! batches are not carried ([`LinkEvent::NotCarried`]), so an HTTP gate's offline log
-//! stays pending and its allow-list is never synced.
+//! Requests go one at a time, in the order the core sent them, so the hub sees the gate's
+//! sequence numbers increasing on both paths.
 //!
 //! The link is up while the hub accepts connections: a failed request (after one retry on
 //! a fresh connection, for a keep-alive connection the server closed) takes it down, and
@@ -26,6 +34,7 @@
 
 use super::{LinkEvent, RECONNECT};
 use crate::gates_file::GateSpec;
+use gatehouse_gate_proto::frame::LENGTH_FIELD_LEN;
 use gatehouse_gate_proto::{
     seal, AccessRequest, Decision, ErrorCode, ErrorReply, Frame, Message, Reason, Repr,
     MAX_FRAME_LEN,
@@ -36,8 +45,19 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 pub const PATH: &str = "/api/v1/access/check";
-/// The longest answer header + body accepted.
-const MAX_ANSWER: usize = 16 * 1024;
+/// Where every frame other than an access request goes.
+pub const FRAMES_PATH: &str = "/api/v1/gate/frames";
+/// The longest answer header + body accepted: a full allow-list of the core's default
+/// 2,048 entries is 69 frames (about 70 KB); this leaves room for much bigger lists.
+const MAX_ANSWER: usize = 8 * 1024 * 1024;
+
+/// What one of the core's frames becomes.
+enum Outgoing {
+    /// An access check, answered in JSON.
+    Check(AccessRequest),
+    /// Any other message, carried as the frame itself.
+    Frame,
+}
 
 #[derive(serde::Deserialize)]
 struct CheckReply {
@@ -80,16 +100,10 @@ pub async fn run(
             let Some(bytes) = out.recv().await else {
                 return;
             };
-            let req = match parse_request(&bytes) {
-                Ok(r) => r,
-                Err(t) => {
-                    if events.send(LinkEvent::NotCarried(t)).is_err() {
-                        return;
-                    }
-                    continue;
-                }
+            let (outgoing, request) = match classify(&bytes) {
+                Some(req) => (Outgoing::Check(req), build_request(&addr, &bearer, &req)),
+                None => (Outgoing::Frame, build_frames_request(&addr, &bytes)),
             };
-            let request = build_request(&addr, &bearer, &req);
             let answer = match exchange(&mut conn, &request).await {
                 Ok(a) => Ok(a),
                 // A keep-alive connection the server closed: one fresh try.
@@ -107,7 +121,14 @@ pub async fn run(
                     if status != 200 && events.send(LinkEvent::HttpStatus(status)).is_err() {
                         return;
                     }
-                    if let Some(frame) = answer_frame(&gate, &req, status, &body) {
+                    let frames = match &outgoing {
+                        Outgoing::Check(req) => answer_frame(&gate, req, status, &body)
+                            .into_iter()
+                            .collect(),
+                        Outgoing::Frame if status == 200 => split_frames(&body),
+                        Outgoing::Frame => Vec::new(),
+                    };
+                    for frame in frames {
                         if events.send(LinkEvent::Frame(frame)).is_err() {
                             return;
                         }
@@ -126,19 +147,46 @@ pub async fn run(
     }
 }
 
-/// The access request in one of the core's frames, or the type of a frame HTTP cannot
-/// carry.
-fn parse_request(bytes: &[u8]) -> Result<AccessRequest, gatehouse_gate_proto::MessageType> {
-    let frame =
-        Frame::new_checked(bytes).map_err(|_| gatehouse_gate_proto::MessageType::Unknown(0))?;
-    let msg_type = frame.msg_type();
+/// The access request in one of the core's frames; `None` for every other frame (carried
+/// as it is).
+fn classify(bytes: &[u8]) -> Option<AccessRequest> {
+    let frame = Frame::new_checked(bytes).ok()?;
     match Repr::parse(&frame) {
         Ok(Repr {
             message: Message::AccessRequest(r),
             ..
-        }) => Ok(r),
-        _ => Err(msg_type),
+        }) => Some(r),
+        _ => None,
     }
+}
+
+/// `POST /api/v1/gate/frames` with one sealed frame as the body.
+pub fn build_frames_request(host: &str, frame: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {FRAMES_PATH} HTTP/1.1\r\nHost: {host}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        frame.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(frame);
+    request
+}
+
+/// Cuts a frames answer's body into its frames by their length fields. A length that
+/// runs past the body ends the cut (what came before is kept; the core checks each frame).
+pub fn split_frames(body: &[u8]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    let mut rest = body;
+    while let Some(len) = rest
+        .get(..LENGTH_FIELD_LEN)
+        .and_then(|b| <[u8; LENGTH_FIELD_LEN]>::try_from(b).ok())
+        .map(|b| usize::from(u16::from_be_bytes(b)) + LENGTH_FIELD_LEN)
+    {
+        let Some(frame) = rest.get(..len) else { break };
+        frames.push(frame.to_vec());
+        rest = rest.get(len..).unwrap_or_default();
+    }
+    frames
 }
 
 pub fn build_request(host: &str, bearer: &str, req: &AccessRequest) -> Vec<u8> {
@@ -286,6 +334,7 @@ mod tests {
             id: 4,
             name: None,
             key: [7; 32],
+            card_key: [0; 32],
             allow_list_key: [0; 32],
             mqtt_username: "gate-4".into(),
             mqtt_password: None,
@@ -321,6 +370,49 @@ mod tests {
         );
         let len = r.split("\r\n\r\n").nth(1).unwrap().len();
         assert!(r.contains(&format!("Content-Length: {len}\r\n")), "{r}");
+    }
+
+    #[test]
+    fn other_frames_go_as_they_are_and_replies_are_cut_by_length() {
+        let hb = seal_message(
+            &gate(),
+            Message::Heartbeat(gatehouse_gate_proto::Heartbeat {
+                seq: 3,
+                time: 1,
+                allowlist_version: 0,
+                offline_pending: 0,
+                flags: gatehouse_gate_proto::HeartbeatFlags::new(true, false, true),
+            }),
+        )
+        .unwrap();
+        assert!(classify(&hb).is_none());
+        let req_frame = seal_message(&gate(), Message::AccessRequest(req())).unwrap();
+        assert_eq!(classify(&req_frame), Some(req()));
+
+        let r = build_frames_request("h:1", &hb);
+        let head = format!(
+            "POST /api/v1/gate/frames HTTP/1.1\r\nHost: h:1\r\n\
+             Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            hb.len()
+        );
+        assert_eq!(&r[..head.len()], head.as_bytes());
+        assert_eq!(&r[head.len()..], &hb[..]);
+
+        let error = seal_message(
+            &gate(),
+            Message::Error(ErrorReply {
+                seq: 3,
+                code: ErrorCode::Replay,
+            }),
+        )
+        .unwrap();
+        let mut body = hb.clone();
+        body.extend_from_slice(&error);
+        assert_eq!(split_frames(&body), vec![hb.clone(), error.clone()]);
+        assert!(split_frames(&[]).is_empty());
+        // A cut-short last frame is left out.
+        body.truncate(body.len() - 1);
+        assert_eq!(split_frames(&body), vec![hb]);
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //!
 //! - [`tcp`]: one persistent connection per gate, frames back to back, cut with a
 //!   `FrameDecoder`.
-//! - [`http`]: `POST /api/v1/access/check` per access request on a keep-alive connection;
-//!   the JSON answer is turned back into a sealed frame for the core (see the module).
+//! - [`http`]: on a keep-alive connection, `POST /api/v1/access/check` per access request
+//!   (the JSON answer is turned back into a sealed frame for the core) and
+//!   `POST /api/v1/gate/frames` for every other frame (sealed frames both ways; see the
+//!   module).
 //! - [`mqtt`]: rumqttc, one client per gate with the gate's own credentials; one frame
 //!   per payload.
 
@@ -38,7 +40,8 @@ pub enum LinkEvent {
     HttpStatus(u16),
     /// The MQTT broker refused a subscription or the connection.
     MqttRefused,
-    /// A message this transport cannot carry (HTTP has only the access check).
+    /// A message this transport cannot carry (none does today: HTTP carries every frame
+    /// through `/api/v1/gate/frames`).
     NotCarried(MessageType),
 }
 

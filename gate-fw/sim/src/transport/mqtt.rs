@@ -1,6 +1,7 @@
 //! MQTT through the site's broker with rumqttc: each gate is its own client, logging in
 //! with its own credentials (`mqtt_username`, `mqtt_password` of the gates file, or
-//! `--mqtt-password`), publishing its sealed frames (one frame per payload, QoS 1) to the
+//! `--mqtt-password`), publishing its sealed frames (one frame per payload, QoS 0 as the hub answers: the gate link has its own timeouts
+//! and retries) to the
 //! request topic (`access/request`) and subscribing to its answer topic
 //! (`access/response/<gate_id>`). The link is up from the subscription's acknowledgement
 //! until the connection fails; rumqttc reconnects on the next poll.
@@ -8,7 +9,7 @@
 use super::{LinkEvent, RECONNECT};
 use crate::args::SimConfig;
 use crate::gates_file::GateSpec;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
+use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS, SubscribeReasonCode};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -40,6 +41,10 @@ pub async fn run(
         gate.mqtt_password.clone().unwrap_or_default(),
     );
     let (client, mut eventloop) = AsyncClient::new(options, CLIENT_CAP);
+    // Like a gate's own stack: small frames leave at once (no Nagle).
+    let mut net = NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     let answers = response_topic(&config.mqtt_response_topic, gate.id);
     let mut up = false;
     loop {
@@ -87,7 +92,7 @@ pub async fn run(
             frame = out.recv() => match frame {
                 Some(bytes) => {
                     if client
-                        .try_publish(config.mqtt_request_topic.clone(), QoS::AtLeastOnce, false, bytes)
+                        .try_publish(config.mqtt_request_topic.clone(), QoS::AtMostOnce, false, bytes)
                         .is_err()
                         && events.send(LinkEvent::IoError).is_err()
                     {
