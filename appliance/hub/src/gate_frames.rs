@@ -24,10 +24,10 @@
 //! gives no reply.
 //!
 //! Refusals are counted in [`crate::drops`]. A frame for an unknown gate gets no answer
-//! (there is no key to seal one with). Every other refusal gets an `ErrorReply` sealed with
-//! the gate's key; [`Answer::is_authentic`] tells whether the frame itself was authentic
-//! (its tag verified), for transports that must not answer forgeries (MQTT: anyone on the
-//! broker could otherwise make the hub publish on a gate's topic).
+//! (there is no key to seal one with), and neither does a frame whose tag does not verify
+//! (a sealed reply would hand its forger authentic frames, and on MQTT would let anyone on
+//! the broker make the hub publish on a gate's topic); [`Answer::is_authentic`] lets HTTP
+//! say 401 instead. Every other refusal gets an `ErrorReply` sealed with the gate's key.
 //!
 //! [`ReplayWindow`]: gatehouse_gate_proto::ReplayWindow
 
@@ -308,9 +308,16 @@ pub async fn resolve<S: ReplySink>(
 ) {
     match answer {
         Answer::Error {
-            gate, seq, code, ..
+            gate,
+            seq,
+            code,
+            authentic,
         } => {
-            emit(sink, &gate, Message::Error(ErrorReply { seq, code })).await;
+            // A forged or mis-keyed frame gets nothing: a reply sealed with the real gate's
+            // key would only hand its forger authentic frames. The refusal is counted.
+            if authentic {
+                emit(sink, &gate, Message::Error(ErrorReply { seq, code })).await;
+            }
         }
         Answer::AllowList { gate, reply } => {
             let mut buf = Vec::with_capacity(MAX_FRAME_LEN);

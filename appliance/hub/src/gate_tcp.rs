@@ -12,8 +12,9 @@
 //! of piling up in memory). At most [`MAX_IN_FLIGHT`] answers wait per connection; beyond
 //! that the reader stops reading (TCP back-pressure).
 //!
-//! Refusals: a frame for an unknown gate is counted and dropped (there is no key to seal a
-//! reply with); a known gate's bad tag, disallowed address, malformed payload, replayed
+//! Refusals: a frame for an unknown gate or with a tag that does not verify is counted and
+//! dropped (no key to seal a reply with, or a forger to whom a sealed reply would hand
+//! authentic frames); a known gate's disallowed address, malformed payload, replayed
 //! number or unsupported type gets an `ErrorReply` sealed with its key and counted. A
 //! length field below the minimum or above `MAX_FRAME_LEN` means the stream lost its
 //! framing: counted, and the connection is closed. A decision the log could not make

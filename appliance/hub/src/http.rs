@@ -27,8 +27,9 @@
 //! reply frames back to back, as TCP would carry them (an `ErrorReply` for a refused frame,
 //! every chunk of an allow-list transfer, nothing for a heartbeat or an event, nothing for
 //! a decision the log could not make durable). Errors, in JSON as above: 400 a body that
-//! is not exactly one frame (whatever its length field claims), 404 unknown gate (there
-//! is no key to seal a reply with), 413 a body over [`MAX_FRAME_LEN`] bytes.
+//! is not exactly one frame (whatever its length field claims), 401 a tag that does not
+//! verify with the gate's key, 404 unknown gate (there is no key to seal a reply with),
+//! 413 a body over [`MAX_FRAME_LEN`] bytes.
 
 use crate::access::{AccessError, AccessService, Presented};
 use crate::drops::DropKind;
@@ -210,6 +211,15 @@ async fn frames(
     }
     let mut out = Vec::new();
     if let Some(answer) = gate_frames::handle(&service, &frame, Peer::Ip(peer.ip()), TRANSPORT) {
+        if !answer.is_authentic() {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "the frame's tag does not verify with gate {gate_id}'s key; seal frames \
+                     with the secret `gatehouse gate add` printed for this gate"
+                ),
+            );
+        }
         gate_frames::resolve(&mut out, answer, &service, TRANSPORT).await;
     }
     (

@@ -618,9 +618,7 @@ fn on_publish(
     };
     debug_assert!(payload.len() <= MAX_FRAME_LEN);
     if let Some(answer) = gate_frames::handle(service, &frame, Peer::Broker, TRANSPORT) {
-        if answer.is_authentic() {
-            let _ = answers.send(answer);
-        }
+        let _ = answers.send(answer);
     }
 }
 
