@@ -9,7 +9,7 @@ DEV_CONFIG := config/dev.toml
 .NOTPARALLEL:
 
 .PHONY: help deps deps-bench build run test fmt fmt-check clippy nextest test-timers test-gate-fw \
-	bench-tunnel clean
+	bench-tunnel bench-access clean
 
 help:
 	@echo "make run           install what is missing, build, run every service (gatehouse up, $(DEV_CONFIG))"
@@ -17,6 +17,7 @@ help:
 	@echo "make deps          install missing Debian packages and cargo-nextest (idempotent)"
 	@echo "make build         cargo build --release -p gatehouse"
 	@echo "make bench-tunnel  WireGuard throughput/CPU benchmark against wireguard-go and boringtun-cli (root)"
+	@echo "make bench-access  gate transports (HTTP, TCP, MQTT): decisions/s, latency, hub RSS (CARDS= LOG_ROWS= DURATION= to scale)"
 	@echo "make fmt | clippy | clean"
 
 deps:
@@ -62,6 +63,12 @@ test-gate-fw:
 bench-tunnel: deps-bench
 	$(CARGO) build --release -p gatehouse
 	scripts/bench-tunnel.sh
+
+# The seeding tool and the hub from this workspace, the gate simulator from gate-fw's.
+bench-access: deps
+	$(CARGO) build --release -p gatehouse -p gatehouse-bench-access
+	cd gate-fw && $(CARGO) build --release -p gate-sim
+	scripts/bench-access.sh
 
 clean:
 	$(CARGO) clean

@@ -303,40 +303,40 @@ fn gate_add(
         &Listening::default(),
     );
     println!("gate {name:?} added");
-    println!("  gate id:      {}", p.gate_id);
-    println!("  secret:       {}", p.secret);
-    println!("                (shown only this once; write it into the gate now)");
+    println!("  gate id:         {}", p.gate_id);
+    println!("  secret:          {}", p.secret);
+    println!("                   (shown only this once; write it into the gate now)");
     println!(
-        "  card_key:     {} (the site's, every gate has it)",
+        "  card_key:        {} (the site's, every gate has it)",
         p.card_key
     );
-    println!("  allow_list_key: {} (this gate's own)", p.allow_list_key);
-    println!("  HTTP check:   POST {}", p.http_url);
-    println!("                Authorization: Bearer {}", p.secret);
+    println!("  allow_list_key:  {} (this gate's own)", p.allow_list_key);
+    println!("  HTTP check:      POST {}", p.http_url);
+    println!("                   Authorization: Bearer {}", p.secret);
     println!(
-        "                body {{\"gate_id\": {}, \"acc_id\": \"<card id in hex>\"}}",
+        "                   body {{\"gate_id\": {}, \"acc_id\": \"<card id in hex>\"}}",
         p.gate_id
     );
     println!(
-        "  HTTP frames:  POST {} (one sealed binary frame, as on raw TCP)",
+        "  HTTP frames:     POST {} (one sealed binary frame, as on raw TCP)",
         p.frames_url
     );
     match &p.tcp_addr {
-        Some(addr) => println!("  raw TCP:      {addr} (key: the secret above)"),
-        None => println!("  raw TCP:      off (hub.gate_tcp_listen is empty)"),
+        Some(addr) => println!("  raw TCP:         {addr} (key: the secret above)"),
+        None => println!("  raw TCP:         off (hub.gate_tcp_listen is empty)"),
     }
     match (&p.mqtt_broker, &p.mqtt_password) {
         (Some(broker), Some(password)) => {
-            println!("  MQTT broker:  {broker}");
-            println!("  MQTT user:    {}", p.mqtt_username);
-            println!("  MQTT password: {password} (derived from the secret)");
+            println!("  MQTT broker:     {broker}");
+            println!("  MQTT user:       {}", p.mqtt_username);
+            println!("  MQTT password:   {password} (derived from the secret)");
             println!(
-                "  MQTT topics:  publish {}, subscribe {}",
+                "  MQTT topics:     publish {}, subscribe {}",
                 p.request_topic.as_deref().unwrap_or_default(),
                 p.response_topic.as_deref().unwrap_or_default()
             );
         }
-        _ => println!("  MQTT:         off (hub.mqtt.mode = \"off\")"),
+        _ => println!("  MQTT:            off (hub.mqtt.mode = \"off\")"),
     }
     println!("  gates file (gate-sim):");
     for line in p.gates_file_record().lines() {

@@ -13,8 +13,9 @@ use std::time::Duration;
 /// the end.
 #[derive(Debug, Parser)]
 #[command(name = "gate-sim", version)]
-#[command(group(ArgGroup::new("card_source").required(true).args(["cards", "card"])))]
+#[command(group(ArgGroup::new("card_source").required(true).args(["cards", "card", "cards_file"])))]
 #[command(group(ArgGroup::new("length").args(["duration", "requests"])))]
+#[command(group(ArgGroup::new("pace").args(["rate", "total_rate", "saturate"])))]
 pub struct Args {
     /// How gates reach the hub.
     #[arg(long, value_enum)]
@@ -34,16 +35,34 @@ pub struct Args {
     /// several after it).
     #[arg(long, value_name = "HEX", num_args = 1..)]
     pub card: Vec<String>,
+    /// Read the cards listed in FILE: one per line, hex bytes as for --card; blank lines
+    /// and lines starting with '#' are skipped.
+    #[arg(long, value_name = "FILE")]
+    pub cards_file: Option<PathBuf>,
     /// How the next card is chosen: at random, or each gate cycling through the list
     /// (gate i starts at card i), which makes the counts per card exact.
     #[arg(long, value_enum, default_value_t = Pick::Random)]
     pub pick: Pick,
-    /// Card reads per second per gate (a gate waits for each decision before the next).
+    /// Card reads per second per gate. A gate has one request in flight: the next read
+    /// comes 1/R after the previous one, or at once when its decision took longer.
     #[arg(long, value_name = "R", default_value_t = 10.0)]
     pub rate: f64,
+    /// Card reads per second of all gates together: each gate reads at R / (number of
+    /// gates), as with --rate.
+    #[arg(long, value_name = "R")]
+    pub total_rate: Option<f64>,
+    /// Each gate reads its next card as soon as the previous one is decided (no pacing):
+    /// the hub's throughput with one request in flight per gate.
+    #[arg(long)]
+    pub saturate: bool,
     /// Run for S seconds (decimals allowed).
     #[arg(long, value_name = "S")]
     pub duration: Option<f64>,
+    /// Read cards for W seconds before the --duration (connection set-up, the allow-list
+    /// transfers of link-up), then also report the --duration alone: a `window` line (and
+    /// the JSON summary's `window`) with the reads made in it and their decisions.
+    #[arg(long, value_name = "W", requires = "duration")]
+    pub warmup: Option<f64>,
     /// Stop each gate after N card reads [default: 100 unless --duration].
     #[arg(long, value_name = "N")]
     pub requests: Option<u64>,
@@ -77,6 +96,10 @@ pub struct Args {
         default_value = "access/response/{gate_id}"
     )]
     pub mqtt_response_topic: String,
+    /// After the summary line, print the same figures (and the offered and achieved rates)
+    /// as one JSON object on a line of its own.
+    #[arg(long)]
+    pub json_summary: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -122,6 +145,8 @@ pub enum ConfigError {
     },
     #[error("state file {path}: {message}")]
     State { path: String, message: String },
+    #[error("cards file {path}: {message}")]
+    Cards { path: String, message: String },
 }
 
 fn option(option: &'static str, message: impl Into<String>) -> ConfigError {
@@ -140,8 +165,14 @@ pub struct SimConfig {
     pub gates: Vec<GateSpec>,
     pub cards: Vec<CardId>,
     pub pick: Pick,
+    /// Time between a gate's card reads (zero: as fast as decisions come back).
     pub interval: Duration,
+    /// Reads per second offered by all gates together; `None` with --saturate.
+    pub offered_per_s: Option<f64>,
+    /// The whole load, warm-up included.
     pub length: Length,
+    /// The first part of the load that [`SimConfig::window`] leaves out.
+    pub warmup: Option<Duration>,
     pub seed: u64,
     pub request_timeout_ms: u32,
     pub offline_ack_timeout_ms: u32,
@@ -167,14 +198,28 @@ impl SimConfig {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
             _ => return Err(option("hub", format!("{:?} is not HOST:PORT", args.hub))),
         }
-        if !(args.rate.is_finite() && args.rate > 0.0 && args.rate <= 100_000.0) {
+        if !(args.rate.is_finite() && args.rate > 0.0 && args.rate <= MAX_RATE) {
             return Err(option("rate", "must be above 0 and at most 100000 reads/s"));
         }
+        if let Some(r) = args.total_rate {
+            if !(r.is_finite() && r > 0.0) {
+                return Err(option("total-rate", "must be above 0 reads/s"));
+            }
+        }
+        let warmup = match args.warmup {
+            Some(w) if !(w.is_finite() && w >= 0.0) => {
+                return Err(option("warmup", "must be 0 or more seconds"))
+            }
+            Some(w) => Some(Duration::from_secs_f64(w)),
+            None => None,
+        };
         let length = match (args.duration, args.requests) {
             (Some(s), _) if !(s.is_finite() && s > 0.0) => {
                 return Err(option("duration", "must be a positive number of seconds"))
             }
-            (Some(s), _) => Length::Duration(Duration::from_secs_f64(s)),
+            (Some(s), _) => {
+                Length::Duration(Duration::from_secs_f64(s) + warmup.unwrap_or_default())
+            }
             (None, Some(0)) => return Err(option("requests", "must be 1 or more")),
             (None, Some(n)) => Length::Requests(n),
             (None, None) => Length::Requests(100),
@@ -185,10 +230,11 @@ impl SimConfig {
         if args.request_timeout_ms == 0 {
             return Err(option("request-timeout-ms", "must be 1 or more"));
         }
-        let cards = match args.cards {
-            Some(0) => return Err(option("cards", "must be 1 or more")),
-            Some(n) => random_cards(n, args.seed),
-            None => args
+        let cards = match (args.cards, &args.cards_file) {
+            (Some(0), _) => return Err(option("cards", "must be 1 or more")),
+            (Some(n), _) => random_cards(n, args.seed),
+            (None, Some(path)) => read_cards_file(path)?,
+            (None, None) => args
                 .card
                 .iter()
                 .map(|h| {
@@ -213,14 +259,33 @@ impl SimConfig {
                 g.mqtt_password.clone_from(&args.mqtt_password);
             }
         }
+        let n_gates = gates.len() as f64;
+        let (interval, offered_per_s) = match (args.saturate, args.total_rate) {
+            (true, _) => (Duration::ZERO, None),
+            (false, Some(total)) => {
+                if total / n_gates > MAX_RATE {
+                    return Err(option(
+                        "total-rate",
+                        format!("{total} over {n_gates} gates is above 100000 reads/s per gate"),
+                    ));
+                }
+                (Duration::from_secs_f64(n_gates / total), Some(total))
+            }
+            (false, None) => (
+                Duration::from_secs_f64(1.0 / args.rate),
+                Some(args.rate * n_gates),
+            ),
+        };
         Ok(SimConfig {
             transport: args.transport,
             hub,
             gates,
             cards,
             pick: args.pick,
-            interval: Duration::from_secs_f64(1.0 / args.rate),
+            interval,
+            offered_per_s,
             length,
+            warmup,
             seed: args.seed,
             request_timeout_ms: args.request_timeout_ms,
             offline_ack_timeout_ms: args.offline_ack_timeout_ms.max(1),
@@ -230,6 +295,50 @@ impl SimConfig {
             mqtt_response_topic: args.mqtt_response_topic,
         })
     }
+}
+
+impl SimConfig {
+    /// The part of the run `--warmup` asks to report alone: (from the start, length).
+    pub fn window(&self) -> Option<(Duration, Duration)> {
+        match (self.warmup, self.length) {
+            (Some(w), Length::Duration(total)) => Some((w, total.saturating_sub(w))),
+            _ => None,
+        }
+    }
+}
+
+/// Most reads per second per gate.
+const MAX_RATE: f64 = 100_000.0;
+
+/// The cards of a cards file: one per line, hex as for `--card`; blank lines and `#`
+/// comments skipped. Errors name the line.
+pub fn read_cards_file(path: &std::path::Path) -> Result<Vec<CardId>, ConfigError> {
+    let shown = path.display().to_string();
+    let err = |message: String| ConfigError::Cards {
+        path: shown.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    parse_cards(&text).map_err(err)
+}
+
+/// The cards in a cards file's text.
+pub fn parse_cards(text: &str) -> Result<Vec<CardId>, String> {
+    let mut cards = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bytes = gates_file::parse_hex(line).map_err(|m| format!("line {}: {m}", i + 1))?;
+        let card =
+            CardId::new(&bytes).map_err(|e| format!("line {}: {e} (1 to 32 bytes)", i + 1))?;
+        cards.push(card);
+    }
+    if cards.is_empty() {
+        return Err("lists no cards (one hex card id per line)".into());
+    }
+    Ok(cards)
 }
 
 /// `n` distinct 7-byte cards (the UID length of most MIFARE cards) from `seed`.
@@ -369,6 +478,105 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.contains("carrier-pigeon"), "{e}");
+    }
+
+    #[test]
+    fn pacing_per_gate_total_or_saturated() {
+        // One gate in the test gates file: the total rate is that gate's rate.
+        let base = ["--transport", "tcp", "--hub", "h:1", "--cards", "1"];
+        let with = |extra: &[&str]| {
+            let mut argv = base.to_vec();
+            argv.extend_from_slice(extra);
+            config(&argv)
+        };
+        let c = with(&["--rate", "20"]).unwrap();
+        assert_eq!(c.interval, Duration::from_millis(50));
+        assert_eq!(c.offered_per_s, Some(20.0));
+        let c = with(&["--total-rate", "4"]).unwrap();
+        assert_eq!(c.interval, Duration::from_millis(250));
+        assert_eq!(c.offered_per_s, Some(4.0));
+        let c = with(&["--saturate"]).unwrap();
+        assert_eq!(c.interval, Duration::ZERO);
+        assert_eq!(c.offered_per_s, None);
+        for (extra, want) in [
+            (&["--total-rate", "0"][..], "--total-rate"),
+            (&["--total-rate", "200000"][..], "per gate"),
+            (&["--saturate", "--rate", "3"][..], "cannot be used with"),
+            (
+                &["--saturate", "--total-rate", "3"][..],
+                "cannot be used with",
+            ),
+        ] {
+            let e = with(extra).unwrap_err();
+            assert!(e.contains(want), "{extra:?}: wanted {want:?} in {e}");
+        }
+    }
+
+    #[test]
+    fn warmup_lengthens_the_run_and_names_the_window() {
+        let base = ["--transport", "tcp", "--hub", "h:1", "--cards", "1"];
+        let with = |extra: &[&str]| {
+            let mut argv = base.to_vec();
+            argv.extend_from_slice(extra);
+            config(&argv)
+        };
+        let c = with(&["--duration", "10", "--warmup", "2.5"]).unwrap();
+        assert_eq!(c.length, Length::Duration(Duration::from_millis(12_500)));
+        assert_eq!(
+            c.window(),
+            Some((Duration::from_millis(2500), Duration::from_secs(10)))
+        );
+        let c = with(&["--duration", "10"]).unwrap();
+        assert_eq!(c.window(), None);
+        assert!(with(&["--duration", "1", "--warmup=-1"])
+            .unwrap_err()
+            .contains("--warmup"));
+        assert!(with(&["--warmup", "1"]).unwrap_err().contains("--duration"));
+    }
+
+    #[test]
+    fn cards_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cards.txt");
+        std::fs::write(&p, "# enrolled\n04a1b2c3d4e5f6\n\n0x0bad:ca:fe\n").unwrap();
+        let c = config(&[
+            "--transport",
+            "tcp",
+            "--hub",
+            "h:1",
+            "--cards-file",
+            p.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(c.cards.len(), 2);
+        assert_eq!(c.cards[1].as_bytes(), &[0x0b, 0xad, 0xca, 0xfe]);
+
+        assert!(parse_cards("04a1\nxyz\n")
+            .unwrap_err()
+            .starts_with("line 2:"));
+        assert!(parse_cards("# nothing\n").unwrap_err().contains("no cards"));
+        let e = config(&[
+            "--transport",
+            "tcp",
+            "--hub",
+            "h:1",
+            "--cards-file",
+            "/nonexistent/cards.txt",
+        ])
+        .unwrap_err();
+        assert!(e.contains("cards file /nonexistent/cards.txt"), "{e}");
+        let e = config(&[
+            "--transport",
+            "tcp",
+            "--hub",
+            "h:1",
+            "--cards-file",
+            p.to_str().unwrap(),
+            "--cards",
+            "3",
+        ])
+        .unwrap_err();
+        assert!(e.contains("cannot be used with"), "{e}");
     }
 
     #[test]
