@@ -7,8 +7,8 @@
 //! match the enrolled/unknown split, and the access log holds exactly those decisions.
 //!
 //! Then the hub is SIGKILLed (its mosquitto must end with it): the gates decide from their
-//! allow-lists, every decision offline (grant or deny: allow-list sync decides which); the
-//! hub comes back and the gates upload their offline logs, each entry stored exactly once.
+//! allow-lists synced while the hub was up (enrolled cards granted, unknown ones denied);
+//! the hub comes back and the gates upload their offline logs, each entry stored exactly once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support {
@@ -118,6 +118,20 @@ fn gate_sim_over_http_tcp_and_mqtt_then_offline() {
         offline,
         "{s:?}"
     );
+    // The allow-lists synced while the hub was up: enrolled cards pass offline, unknown
+    // ones do not (each gate cycles through 3 enrolled and 2 unknown cards).
+    assert!(
+        s.n("offline_granted") > 0,
+        "enrolled cards granted offline: {s:?}"
+    );
+    assert!(
+        s.n("offline_denied") > 0,
+        "unknown cards denied offline: {s:?}"
+    );
+    assert!(
+        s.n("offline_granted") >= s.n("offline_denied"),
+        "3 of every 5 reads are enrolled cards: {s:?}"
+    );
     assert_eq!(s.n("offline_logged"), offline, "{s:?}");
     assert!(s.n("io_errors") > 0, "refused connections counted: {s:?}");
     // The hub is back: every offline entry was uploaded, acknowledged, and stored once.
@@ -127,12 +141,20 @@ fn gate_sim_over_http_tcp_and_mqtt_then_offline() {
         "all uploaded and acknowledged: {s:?}"
     );
     assert_eq!(site.log_count(), logged + offline, "{s:?}");
-    let offline_rows = log_tail(&site, logged + offline)
-        .iter()
-        .filter(|r| r.ends_with("offline"))
-        .count() as u64;
+    let rows = log_tail(&site, logged + offline);
+    let offline_rows: Vec<&String> = rows.iter().filter(|r| r.ends_with("offline")).collect();
     assert_eq!(
-        offline_rows, offline,
+        offline_rows.len() as u64,
+        offline,
         "each offline decision logged exactly once"
+    );
+    let granted_offline = offline_rows
+        .iter()
+        .filter(|r| r.contains(" granted "))
+        .count();
+    assert_eq!(
+        granted_offline as u64,
+        s.n("offline_granted"),
+        "{offline_rows:?}"
     );
 }

@@ -57,8 +57,9 @@ use core::fmt;
 
 use gatehouse_gate_proto::{
     verify, AccessRequest, AllowListDelta, AllowListRequest, CardId, Decision, DoorEvent,
-    DoorEventKind, Error, ErrorCode, ErrorReply, Frame, Heartbeat, HeartbeatFlags, Message,
-    MessageType, OfflineAck, OfflineBatch, OfflineEntry, Reason, Repr, Tamper, MAX_FRAME_LEN,
+    DoorEventKind, EntryHash, Error, ErrorCode, ErrorReply, Frame, Heartbeat, HeartbeatFlags,
+    Message, MessageType, OfflineAck, OfflineBatch, OfflineEntry, Reason, Repr, Tamper,
+    MAX_FRAME_LEN,
 };
 use heapless::{Deque, Vec};
 
@@ -315,6 +316,23 @@ impl<S: EntryScheme, const ALLOW: usize, const LOG: usize> GateCore<S, ALLOW, LO
 
     pub fn offline_log(&self) -> &OfflineLog<LOG> {
         &self.log
+    }
+
+    /// Puts back an allow-list persisted before a reboot (what [`GateCore::allow_list`]
+    /// held: its version and entries), so the gate can decide offline from its first read
+    /// even if the hub is unreachable at boot. Replaces the current list. If the entries do
+    /// not all fit, the list is kept but marked version 0, so the next sync is a full one.
+    pub fn restore_allow_list<'a>(
+        &mut self,
+        version: u32,
+        entries: impl IntoIterator<Item = &'a EntryHash>,
+    ) {
+        self.allow_list.clear();
+        for e in entries {
+            self.allow_list.insert(*e);
+        }
+        let whole = self.allow_list.overflowed() == 0;
+        self.allow_list.set_version(if whole { version } else { 0 });
     }
 
     /// Puts back an offline entry persisted before a reboot (oldest first).

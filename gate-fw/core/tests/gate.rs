@@ -994,3 +994,60 @@ fn offline_log_overflow_keeps_the_newest() {
     assert_eq!(seqs, [3, 4, 5, 6]);
     assert_eq!(gate.offline_log().dropped(), 2);
 }
+
+#[test]
+fn a_restored_allow_list_decides_offline_at_boot_and_syncs_as_a_delta() {
+    // The list a gate held before a reboot, as it would keep it in flash.
+    let before = Rig::online_with(&[card(1), card(2)]);
+    let saved: Vec<EntryHash> = before.gate.allow_list().iter().copied().collect();
+    let version = before.gate.allow_list().version();
+
+    let mut rig = Rig::new();
+    rig.gate.restore_allow_list(version, &saved);
+    assert_eq!(rig.gate.allow_list().version(), version);
+    // Hub unreachable at boot: the restored list decides.
+    rig.gate.card_read(card(1), rig.now);
+    rig.gate.card_read(card(3), rig.now);
+    let (_, local) = rig.drain();
+    let reasons: Vec<_> = decided(&local).iter().map(|d| d.reason).collect();
+    assert_eq!(
+        reasons,
+        [Some(Reason::OfflineGranted), Some(Reason::OfflineDenied)]
+    );
+    // Link up: the gate asks for what changed since the version it restored.
+    rig.gate.link_up(rig.now);
+    let (msgs, _) = rig.drain();
+    assert_eq!(find_allow_list_request(&msgs).1, version);
+}
+
+#[test]
+fn a_restored_allow_list_that_does_not_fit_asks_for_a_full_list() {
+    let mut rig = Rig::new();
+    let too_many: Vec<EntryHash> = (0..=rig.gate.allow_list().capacity())
+        .map(|i| {
+            EntryHash([
+                (i % 251) as u8,
+                (i / 251) as u8,
+                1,
+                2,
+                3,
+                4,
+                5,
+                6,
+                7,
+                8,
+                9,
+                10,
+                11,
+                12,
+                13,
+                14,
+            ])
+        })
+        .collect();
+    rig.gate.restore_allow_list(9, &too_many);
+    assert_eq!(rig.gate.allow_list().version(), 0);
+    rig.gate.link_up(rig.now);
+    let (msgs, _) = rig.drain();
+    assert_eq!(find_allow_list_request(&msgs).1, 0);
+}

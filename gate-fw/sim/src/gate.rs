@@ -5,6 +5,7 @@ use crate::args::{Length, Pick, SimConfig};
 use crate::gates_file::GateSpec;
 use crate::report::GateReport;
 use crate::rng::SplitMix64;
+use crate::state::GateState;
 use crate::transport::{self, LinkEvent};
 use gate_core::{GateConfig, GateCore, Now, Output};
 use gatehouse_gate_proto::{Frame, Message, Repr};
@@ -21,13 +22,14 @@ pub async fn run(
     index: usize,
     spec: GateSpec,
     config: Arc<SimConfig>,
-    resume_seq: u32,
-) -> GateReport {
+    saved: GateState,
+) -> (GateReport, GateState) {
     let mut gc = GateConfig::new(spec.id, spec.key, spec.card_key, spec.allow_list_key);
     gc.request_timeout_ms = config.request_timeout_ms;
     gc.offline_ack_timeout_ms = config.offline_ack_timeout_ms;
     let mut core = Box::new(GateCore::new(gc));
-    core.resume(resume_seq);
+    core.resume(saved.seq);
+    core.restore_allow_list(saved.allow_list_version, &saved.allow_list);
     let mut link = transport::spawn(&config, &spec);
     let mut rng = SplitMix64::new(config.seed ^ u64::from(spec.id).wrapping_mul(0x9e37_79b9));
     let mut report = GateReport::default();
@@ -146,7 +148,12 @@ pub async fn run(
     report.offline_pending = core.offline_log().len() as u64;
     report.offline_dropped = u64::from(core.offline_log().dropped());
     report.last_seq = core.seq();
-    report
+    let keep = GateState {
+        seq: core.seq(),
+        allow_list_version: core.allow_list().version(),
+        allow_list: core.allow_list().iter().copied().collect(),
+    };
+    (report, keep)
 }
 
 /// Counts the hub's error replies by code (the core keeps only the last one).

@@ -32,9 +32,9 @@ pub enum RunError {
 }
 
 /// Runs every gate of `config` to the end and sums their reports; persists the gates'
-/// sequence numbers to the state file, if one is configured.
+/// sequence numbers and allow-lists to the state file, if one is configured.
 pub fn run(config: SimConfig) -> Result<Summary, RunError> {
-    let mut seqs = match &config.state {
+    let mut saved = match &config.state {
         Some(p) => state::load(p)?,
         None => Default::default(),
     };
@@ -50,7 +50,7 @@ pub fn run(config: SimConfig) -> Result<Summary, RunError> {
             .iter()
             .enumerate()
             .map(|(i, g)| {
-                let resume = seqs.get(&g.id).copied().unwrap_or(0);
+                let resume = saved.get(&g.id).cloned().unwrap_or_default();
                 tokio::spawn(gate::run(i, g.clone(), Arc::clone(&config), resume))
             })
             .collect();
@@ -62,11 +62,12 @@ pub fn run(config: SimConfig) -> Result<Summary, RunError> {
     })?;
     let elapsed = started.elapsed();
     runtime.shutdown_background();
+    let (reports, kept): (Vec<_>, Vec<_>) = reports.into_iter().unzip();
     if let Some(p) = &config.state {
-        for (g, r) in config.gates.iter().zip(&reports) {
-            seqs.insert(g.id, r.last_seq);
+        for (g, k) in config.gates.iter().zip(kept) {
+            saved.insert(g.id, k);
         }
-        state::save(p, &seqs)?;
+        state::save(p, &saved)?;
     }
     Ok(Summary::new(config.transport.name(), elapsed, reports))
 }

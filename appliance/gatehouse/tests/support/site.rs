@@ -119,6 +119,9 @@ pub struct GateCreds {
     pub id: u32,
     pub name: String,
     pub secret: String,
+    /// The site's card key and this gate's allow-list key, as printed.
+    pub card_key: String,
+    pub allow_list_key: String,
     pub mqtt_user: String,
     pub mqtt_password: String,
 }
@@ -133,9 +136,9 @@ impl GateCreds {
     /// configured with the wrong gate's credentials).
     pub fn record_as(&self, id: u32, mqtt_user: &str, mqtt_password: &str) -> String {
         format!(
-            "[[gate]]\nid = {id}\nsecret = \"{}\"\nname = \"{}\"\nmqtt_username = \"{mqtt_user}\"\n\
-             mqtt_password = \"{mqtt_password}\"\n\n",
-            self.secret, self.name
+            "[[gate]]\nid = {id}\nsecret = \"{}\"\ncard_key = \"{}\"\nallow_list_key = \"{}\"\n\
+             name = \"{}\"\nmqtt_username = \"{mqtt_user}\"\nmqtt_password = \"{mqtt_password}\"\n\n",
+            self.secret, self.card_key, self.allow_list_key, self.name
         )
     }
 }
@@ -222,6 +225,9 @@ impl Site {
             id: field(&out, "gate id:").parse().unwrap(),
             name: name.to_owned(),
             secret: field(&out, "secret:").to_owned(),
+            // "<64 hex digits> (the site's, ...)"
+            card_key: first_word(field(&out, "card_key:")).to_owned(),
+            allow_list_key: first_word(field(&out, "allow_list_key:")).to_owned(),
             mqtt_user: if mqtt {
                 field(&out, "MQTT user:").to_owned()
             } else {
