@@ -736,10 +736,10 @@ impl AccessService {
             }
             due
         };
-        for (gate, at) in due {
-            if let Err(e) = store.touch_gate(GateId::from(gate), at) {
-                tracing::debug!(gate, error = %e, "cannot record last_seen");
-            }
+        let due: Vec<(GateId, OffsetDateTime)> =
+            due.into_iter().map(|(g, at)| (GateId::from(g), at)).collect();
+        if let Err(e) = store.touch_gates(&due) {
+            tracing::debug!(gates = due.len(), error = %e, "cannot record last_seen");
         }
     }
 

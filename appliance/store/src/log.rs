@@ -15,6 +15,15 @@
 //! - Callbacks run on the writer thread: they must be quick (send on a channel, wake a
 //!   task). A panicking callback is contained and does not stop the writer.
 //!
+//! - The writer never checkpoints the WAL itself (`wal_autocheckpoint=0` on its
+//!   connection): a checkpoint fsyncs the database file, a few milliseconds that every
+//!   decision in the batch behind it would wait for. A second thread runs a passive
+//!   checkpoint every [`CHECKPOINT_EVERY`] on its own connection instead (SQLite docs,
+//!   "Write-Ahead Logging", section 6: application-initiated checkpoints).
+//! - When another connection holds the write lock, the writer retries every
+//!   [`BUSY_RETRY`] (up to `schema::BUSY_TIMEOUT` in all) rather than with SQLite's default
+//!   back-off, whose sleeps grow to 25-100 ms.
+//!
 //! Reading the log ([`Store::log_tail`], [`Store::log_query`]) goes through [`Store`].
 
 use crate::error::StoreError;
@@ -28,6 +37,7 @@ use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
+use std::time::Duration;
 use time::OffsetDateTime;
 
 /// Most entries written in one transaction.
@@ -150,10 +160,29 @@ enum Msg {
     Shutdown,
 }
 
+/// How often the checkpointer thread moves the WAL into the database file.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// The writer's retry interval while another connection holds the write lock.
+pub const BUSY_RETRY: Duration = Duration::from_micros(100);
+
+/// `busy_handler` for the writer: retry every [`BUSY_RETRY`] until `BUSY_TIMEOUT`.
+fn busy_retry(attempt: i32) -> bool {
+    let limit = schema::BUSY_TIMEOUT.as_micros() / BUSY_RETRY.as_micros().max(1);
+    if u128::try_from(attempt).unwrap_or(u128::MAX) >= limit {
+        return false;
+    }
+    std::thread::sleep(BUSY_RETRY);
+    true
+}
+
 /// The group-commit writer. `Sync`: share it (e.g. in an `Arc`) between all deciders.
 pub struct AccessLog {
     tx: Mutex<Option<Sender<Msg>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Dropping the sender stops the checkpointer.
+    checkpoint_stop: Mutex<Option<Sender<()>>>,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -173,17 +202,28 @@ impl AccessLog {
     /// starts the writer thread.
     pub fn start(data_dir: &Path) -> Result<AccessLog> {
         let conn = schema::open_connection(data_dir)?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+        conn.busy_handler(Some(busy_retry))?;
+        let checkpoint_conn = schema::open_connection(data_dir)?;
+        let io = |source| StoreError::Io {
+            path: data_dir.to_path_buf(),
+            source,
+        };
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let checkpointer = std::thread::Builder::new()
+            .name("access-log-checkpoint".into())
+            .spawn(move || checkpointer(checkpoint_conn, stop_rx))
+            .map_err(io)?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || writer(conn, rx))
-            .map_err(|source| StoreError::Io {
-                path: data_dir.to_path_buf(),
-                source,
-            })?;
+            .map_err(io)?;
         Ok(AccessLog {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            checkpoint_stop: Mutex::new(Some(stop_tx)),
+            checkpointer: Mutex::new(Some(checkpointer)),
         })
     }
 
@@ -220,6 +260,36 @@ impl AccessLog {
             if t.join().is_err() {
                 tracing::error!("the access-log writer thread panicked");
             }
+        }
+        let stop = match self.checkpoint_stop.lock() {
+            Ok(mut g) => g.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        drop(stop);
+        let checkpointer = match self.checkpointer.lock() {
+            Ok(mut g) => g.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(t) = checkpointer {
+            if t.join().is_err() {
+                tracing::error!("the access-log checkpoint thread panicked");
+            }
+        }
+    }
+}
+
+/// Runs a passive checkpoint every [`CHECKPOINT_EVERY`] until `stop`'s sender is dropped.
+/// Passive: it copies what no reader still needs and never blocks the writer.
+fn checkpointer(conn: Connection, stop: Receiver<()>) {
+    let mut failing = false;
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "access-log checkpoint failed; the WAL grows until one succeeds");
+            }
+            Err(_) => {}
         }
     }
 }

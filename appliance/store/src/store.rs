@@ -773,14 +773,22 @@ impl Store {
         )
     }
 
-    /// Records that the gate was heard from (does not bump the revision).
-    pub fn touch_gate(&self, id: GateId, at: OffsetDateTime) -> Result<()> {
-        self.change_by_id(
-            Entity::Gate,
-            "UPDATE gates SET last_seen = ?2 WHERE id = ?1",
-            params![id, to_unix_ms(at)?],
-            id,
-        )
+    /// Records when each gate was last heard from, all in one transaction (one fsync, one
+    /// short write lock, so the access log's writer is not kept waiting once per gate).
+    /// Unknown gate ids are skipped. Does not bump the revision.
+    pub fn touch_gates(&self, seen: &[(GateId, OffsetDateTime)]) -> Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("UPDATE gates SET last_seen = ?2 WHERE id = ?1")?;
+            for (id, at) in seen {
+                stmt.execute(params![id, to_unix_ms(*at)?])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Removes a gate (and its level memberships). Its log rows stay.

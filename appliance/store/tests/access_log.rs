@@ -353,3 +353,39 @@ fn commits_stay_visible_to_other_processes() {
     }
     assert_eq!(store.log_count().unwrap(), 30);
 }
+
+/// The writer never checkpoints (its batches would wait for the database file's fsync);
+/// the checkpointer thread moves committed rows from the WAL into the database file while
+/// the log is running, so the file grows without a shutdown.
+#[test]
+fn the_checkpointer_moves_committed_rows_into_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AccessLog::start(dir.path()).unwrap();
+    let db = db_path(dir.path());
+    let size = || std::fs::metadata(&db).unwrap().len();
+    let before = size();
+    let (tx, rx) = mpsc::channel();
+    for i in 0..3000u64 {
+        let tx = tx.clone();
+        log.submit(
+            entry(1, LogSource::Online, Some(i)),
+            Box::new(move |r| {
+                let _ = tx.send(r.is_ok());
+            }),
+        );
+    }
+    drop(tx);
+    assert!(rx.iter().all(|ok| ok), "every row committed");
+    // A liveness wait, not a speed check: the checkpointer runs every 250 ms.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while size() <= before + 100 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "database file still {} bytes (was {before}): no checkpoint ran",
+            size()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    log.shutdown();
+    assert_eq!(Store::open(dir.path()).unwrap().log_count().unwrap(), 3000);
+}

@@ -183,8 +183,12 @@ fn crud_and_errors() {
     let rotated = s.rotate_gate_secret(creds.id).unwrap();
     assert_ne!(rotated, creds.secret);
     let rev = s.revision().unwrap();
-    s.touch_gate(creds.id, datetime!(2025-01-01 12:00 UTC))
-        .unwrap();
+    // Several gates in one transaction; an unknown id is skipped.
+    s.touch_gates(&[
+        (creds.id, datetime!(2025-01-01 12:00 UTC)),
+        (9999, datetime!(2025-01-01 12:00 UTC)),
+    ])
+    .unwrap();
     assert_eq!(
         s.revision().unwrap(),
         rev,

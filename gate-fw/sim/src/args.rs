@@ -43,8 +43,10 @@ pub struct Args {
     /// (gate i starts at card i), which makes the counts per card exact.
     #[arg(long, value_enum, default_value_t = Pick::Random)]
     pub pick: Pick,
-    /// Card reads per second per gate. A gate has one request in flight: the next read
-    /// comes 1/R after the previous one, or at once when its decision took longer.
+    /// Card reads per second per gate, on a fixed schedule (the gates' first reads spread
+    /// over one interval). A gate has one request in flight: a read whose time came while
+    /// it waited for a decision comes at once after it (a gate more than one interval
+    /// behind skips ahead rather than bursting).
     #[arg(long, value_name = "R", default_value_t = 10.0)]
     pub rate: f64,
     /// Card reads per second of all gates together: each gate reads at R / (number of

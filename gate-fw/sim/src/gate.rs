@@ -66,7 +66,10 @@ pub async fn run(
         let now = Instant::now();
         if load_start.is_none() && (core.is_link_up() || now >= start + CONNECT_WAIT) {
             load_start = Some(now);
-            next_read = now;
+            // Gates start spread over one interval, not all in phase.
+            let gates = u32::try_from(config.gates.len().max(1)).unwrap_or(u32::MAX);
+            let phase = u32::try_from(index).unwrap_or(0) % gates;
+            next_read = now + config.interval * phase / gates;
         }
         let load_done = match (load_start, config.length) {
             (None, _) => false,
@@ -132,7 +135,10 @@ pub async fn run(
                 reads += 1;
                 report.requests += 1;
                 read_at = Some(now);
-                next_read = now + config.interval;
+                // A fixed schedule (the offered rate is kept when a decision is late),
+                // but no burst to catch up after a long stall.
+                let floor = now.checked_sub(config.interval).unwrap_or(now);
+                next_read = (next_read + config.interval).max(floor);
                 core.card_read(*card, now_at(now));
             }
         }
