@@ -736,8 +736,10 @@ impl AccessService {
             }
             due
         };
-        let due: Vec<(GateId, OffsetDateTime)> =
-            due.into_iter().map(|(g, at)| (GateId::from(g), at)).collect();
+        let due: Vec<(GateId, OffsetDateTime)> = due
+            .into_iter()
+            .map(|(g, at)| (GateId::from(g), at))
+            .collect();
         if let Err(e) = store.touch_gates(&due) {
             tracing::debug!(gates = due.len(), error = %e, "cannot record last_seen");
         }

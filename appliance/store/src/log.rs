@@ -15,11 +15,14 @@
 //! - Callbacks run on the writer thread: they must be quick (send on a channel, wake a
 //!   task). A panicking callback is contained and does not stop the writer.
 //!
-//! - The writer never checkpoints the WAL itself (`wal_autocheckpoint=0` on its
-//!   connection): a checkpoint fsyncs the database file, a few milliseconds that every
-//!   decision in the batch behind it would wait for. A second thread runs a passive
-//!   checkpoint every [`CHECKPOINT_EVERY`] on its own connection instead (SQLite docs,
-//!   "Write-Ahead Logging", section 6: application-initiated checkpoints).
+//! - Checkpoints mostly stay off the writer: a checkpoint fsyncs the database file, a few
+//!   milliseconds that every decision in the batch behind it would wait for. A second
+//!   thread runs a passive checkpoint every [`CHECKPOINT_EVERY`] on its own connection
+//!   (SQLite docs, "Write-Ahead Logging", section 6: application-initiated checkpoints).
+//!   A passive checkpoint cannot let the WAL start over while the writer keeps appending,
+//!   and a WAL that only grows makes every page lookup slower, so the writer still
+//!   checkpoints itself once the WAL reaches [`WRITER_CHECKPOINT_PAGES`] (four times
+//!   SQLite's default): by then most frames are already copied, and the WAL restarts.
 //! - When another connection holds the write lock, the writer retries every
 //!   [`BUSY_RETRY`] (up to `schema::BUSY_TIMEOUT` in all) rather than with SQLite's default
 //!   back-off, whose sleeps grow to 25-100 ms.
@@ -163,6 +166,9 @@ enum Msg {
 /// How often the checkpointer thread moves the WAL into the database file.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
+/// WAL size (pages) at which the writer checkpoints itself (`wal_autocheckpoint`).
+pub const WRITER_CHECKPOINT_PAGES: u32 = 4000;
+
 /// The writer's retry interval while another connection holds the write lock.
 pub const BUSY_RETRY: Duration = Duration::from_micros(100);
 
@@ -202,7 +208,9 @@ impl AccessLog {
     /// starts the writer thread.
     pub fn start(data_dir: &Path) -> Result<AccessLog> {
         let conn = schema::open_connection(data_dir)?;
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+        conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}"
+        ))?;
         conn.busy_handler(Some(busy_retry))?;
         let checkpoint_conn = schema::open_connection(data_dir)?;
         let io = |source| StoreError::Io {
