@@ -677,9 +677,8 @@ pub fn log(config: &Config, cmd: &LogCommand) -> Result<()> {
         std::thread::sleep(FOLLOW_POLL);
         let new = store.log_query(&LogFilter {
             after_id: last,
-            gate: None,
-            reason: None,
             limit: MAX_QUERY_LIMIT,
+            ..LogFilter::default()
         })?;
         for r in &new {
             print_row(&mut names, &store, r)?;

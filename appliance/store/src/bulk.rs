@@ -7,14 +7,14 @@
 //! Promises (the same as the one-by-one calls):
 //! - A batch is stored whole or not at all; the error names the first entry at fault.
 //! - Person names follow the rules of [`Store::add_person`]: unique, not empty, no
-//!   surrounding whitespace or control characters, at most [`MAX_NAME_LEN`] characters.
+//!   surrounding whitespace or control characters, at most [`MAX_NAME_LEN`](crate::store::MAX_NAME_LEN) characters.
 //! - A card is stored only as [`SiteKey::card_hash`] of its raw id (as by
 //!   [`Store::add_card`]); a card already enrolled is [`StoreError::CardExists`].
 //! - Every level must exist ([`StoreError::NotFound`] otherwise).
 
 use crate::error::{is_unique_violation, Entity, StoreError};
 use crate::site_key::SiteKey;
-use crate::store::{Result, Store, MAX_NAME_LEN};
+use crate::store::{check_name, Result, Store};
 use gatehouse_access::model::{CardId, LevelId, PersonId};
 use rusqlite::{params, OptionalExtension};
 
@@ -42,23 +42,15 @@ pub struct Enrolled {
     pub card: CardId,
 }
 
-/// The checks of a person name (the rules [`Store::add_person`] applies).
+/// [`Store::add_person`]'s name rules, with the name in the error (which entry is at
+/// fault).
 fn check_person_name(name: &str) -> Result<()> {
-    let reason = if name.trim().is_empty() {
-        "must not be empty"
-    } else if name.trim() != name {
-        "must not start or end with whitespace"
-    } else if name.chars().count() > MAX_NAME_LEN {
-        "is too long"
-    } else if name.chars().any(char::is_control) {
-        "contains control characters"
-    } else {
-        return Ok(());
-    };
-    Err(StoreError::invalid(
-        "person name",
-        format!("{name:?} {reason}"),
-    ))
+    check_name("person name", name).map_err(|e| match e {
+        StoreError::Invalid { field, reason } => {
+            StoreError::invalid(field, format!("{name:?} {reason}"))
+        }
+        other => other,
+    })
 }
 
 impl Store {

@@ -129,12 +129,16 @@ impl LogRow {
 }
 
 /// Which rows [`Store::log_query`] returns: ids greater than `after_id`, optionally of one
-/// gate and/or one reason, oldest first, at most `limit` (capped at [`MAX_QUERY_LIMIT`]).
+/// gate, one person, one reason and/or a time range (`since <= at < until`), oldest
+/// first, at most `limit` (capped at [`MAX_QUERY_LIMIT`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogFilter {
     pub after_id: Option<i64>,
     pub gate: Option<GateId>,
+    pub person: Option<PersonId>,
     pub reason: Option<Reason>,
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
     pub limit: u32,
 }
 
@@ -458,6 +462,8 @@ impl Store {
         let sql = format!(
             "SELECT {LOG_COLS} FROM access_log
              WHERE id > ?1 AND (?2 IS NULL OR gate_id = ?2) AND (?3 IS NULL OR reason = ?3)
+               AND (?5 IS NULL OR person_id = ?5) AND (?6 IS NULL OR at_ms >= ?6)
+               AND (?7 IS NULL OR at_ms < ?7)
              ORDER BY id LIMIT ?4"
         );
         let mut st = self.conn().prepare_cached(&sql)?;
@@ -468,6 +474,9 @@ impl Store {
                     filter.gate,
                     filter.reason.map(|r| r as u8),
                     filter.limit.min(MAX_QUERY_LIMIT),
+                    filter.person,
+                    filter.since.map(to_unix_ms).transpose()?,
+                    filter.until.map(to_unix_ms).transpose()?,
                 ],
                 raw_row,
             )?

@@ -212,7 +212,7 @@ pub(crate) fn parse_ips(json: Option<String>) -> Result<Option<Vec<String>>> {
     .transpose()
 }
 
-fn check_name(field: &'static str, name: &str) -> Result<()> {
+pub(crate) fn check_name(field: &'static str, name: &str) -> Result<()> {
     if name.trim().is_empty() {
         return Err(StoreError::invalid(field, "must not be empty"));
     }

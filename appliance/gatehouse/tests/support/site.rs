@@ -399,9 +399,8 @@ impl Site {
             let page = store
                 .log_query(&LogFilter {
                     after_id: rows.last().map(|r| r.id),
-                    gate: None,
-                    reason: None,
                     limit: MAX_QUERY_LIMIT,
+                    ..LogFilter::default()
                 })
                 .unwrap();
             if page.is_empty() {

@@ -42,7 +42,6 @@ use gatehouse_access::text::{
     check_label_against_typed, format_schedule, parse_acc_id, parse_bound, parse_schedule, Bound,
 };
 use gatehouse_store::admin::{AdminRecord, AdminRole};
-use gatehouse_store::log::MAX_QUERY_LIMIT;
 use gatehouse_store::{
     CardRecord, GateRecord, LogFilter, LogRow, NewCard, NewGate, Store, StoreError,
 };
@@ -54,10 +53,6 @@ use time::{OffsetDateTime, UtcOffset};
 /// Default and largest page of `GET /api/v1/access/log`.
 pub const LOG_DEFAULT_LIMIT: u32 = 100;
 pub const LOG_MAX_LIMIT: u32 = 1000;
-
-/// Most log rows one `GET /api/v1/access/log` looks at to find matches for `person`,
-/// `since` and `until` (filtered here, not in SQL); the reply's `next_after` continues.
-pub const LOG_SCAN_LIMIT: u32 = 100_000;
 
 /// A new gate's relay time when none is given (the CLI's default).
 pub const DEFAULT_RELAY_MS: u32 = 3000;
@@ -876,36 +871,17 @@ pub async fn access_log(
         .store(move |s, _| {
             let gate = gate.as_ref().map(|g| gate_id(s, g)).transpose()?;
             let person = person.as_ref().map(|p| person_id(s, p)).transpose()?;
-            let mut rows = Vec::new();
-            let mut cursor = after;
-            let mut scanned = 0u32;
-            let more = 'scan: loop {
-                if scanned >= LOG_SCAN_LIMIT {
-                    break true;
-                }
-                let page = s.log_query(&LogFilter {
-                    after_id: cursor,
-                    gate,
-                    reason: None,
-                    limit: MAX_QUERY_LIMIT.min(LOG_SCAN_LIMIT - scanned),
-                })?;
-                if page.is_empty() {
-                    break false;
-                }
-                for r in page {
-                    scanned += 1;
-                    cursor = Some(r.id);
-                    let keep = person.is_none_or(|p| r.person == Some(p))
-                        && since.is_none_or(|t| r.at >= t)
-                        && until.is_none_or(|t| r.at < t);
-                    if keep {
-                        rows.push(r);
-                        if rows.len() >= limit as usize {
-                            break 'scan true;
-                        }
-                    }
-                }
-            };
+            let rows = s.log_query(&LogFilter {
+                after_id: after,
+                gate,
+                person,
+                reason: None,
+                since,
+                until,
+                limit,
+            })?;
+            let more = rows.len() >= limit as usize;
+            let cursor = rows.last().map(|r| r.id).or(after);
             let gates = names(s.list_gates()?, |g| (g.gate.id, g.gate.name));
             Ok((rows, cursor, more, gates, people_names(s)?))
         })
