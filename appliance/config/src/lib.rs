@@ -194,6 +194,89 @@ pub struct Hub {
     pub timezone_offset: UtcOffsetMinutes,
     /// The gates' MQTT transport (`[hub.mqtt]`).
     pub mqtt: Mqtt,
+    /// Alert delivery (`[hub.alerts]`).
+    pub alerts: Alerts,
+}
+
+/// How the hub delivers alerts and watches the box (`[hub.alerts]`). Rules, receivers
+/// and silences live in the database; these are the delivery mechanics.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Alerts {
+    /// First retry delay after a failed delivery, in milliseconds; doubled per attempt
+    /// (with full jitter) up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Attempts before a delivery is given up (dead-lettered, which raises a system event).
+    pub max_attempts: u32,
+    /// How long one webhook, ntfy or SMTP attempt may take, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Deliveries in flight at once per receiver (a stalled request does not hold up
+    /// the others).
+    pub parallel_per_receiver: u32,
+    /// Raise "disk nearly full" when the data partition is fuller than this, in percent.
+    pub disk_full_percent: u8,
+    /// Raise "gate offline" when a gate that was seen has been silent this long, in
+    /// seconds (0: never).
+    pub gate_offline_s: u64,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts {
+            retry_base_ms: 2_000,
+            retry_max_ms: 600_000,
+            max_attempts: 12,
+            request_timeout_ms: 10_000,
+            parallel_per_receiver: 4,
+            disk_full_percent: 90,
+            gate_offline_s: 300,
+        }
+    }
+}
+
+impl Alerts {
+    fn validate(
+        &self,
+        invalid: &dyn Fn(&str, &str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        if self.retry_base_ms == 0 || self.retry_base_ms > self.retry_max_ms {
+            return Err(invalid(
+                "hub.alerts.retry_base_ms",
+                "a delay from 1 ms up to hub.alerts.retry_max_ms",
+                self.retry_base_ms.to_string(),
+            ));
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(invalid(
+                "hub.alerts.max_attempts",
+                "from 1 to 100 attempts",
+                self.max_attempts.to_string(),
+            ));
+        }
+        if !(100..=300_000).contains(&self.request_timeout_ms) {
+            return Err(invalid(
+                "hub.alerts.request_timeout_ms",
+                "from 100 ms to 300000 ms (5 minutes)",
+                self.request_timeout_ms.to_string(),
+            ));
+        }
+        if !(1..=64).contains(&self.parallel_per_receiver) {
+            return Err(invalid(
+                "hub.alerts.parallel_per_receiver",
+                "from 1 to 64",
+                self.parallel_per_receiver.to_string(),
+            ));
+        }
+        if !(1..=100).contains(&self.disk_full_percent) {
+            return Err(invalid(
+                "hub.alerts.disk_full_percent",
+                "a percentage from 1 to 100",
+                self.disk_full_percent.to_string(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where the hub's MQTT broker comes from.
@@ -375,6 +458,7 @@ impl Default for Hub {
             gate_tcp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 7300))),
             timezone_offset: UtcOffsetMinutes::default(),
             mqtt: Mqtt::default(),
+            alerts: Alerts::default(),
         }
     }
 }
@@ -583,7 +667,8 @@ impl Config {
         if t.peers_file.as_os_str().is_empty() {
             t.peers_file = self.general.data_dir.join(format!("{}.conf", t.interface));
         }
-        self.hub.mqtt.validate(&invalid)
+        self.hub.mqtt.validate(&invalid)?;
+        self.hub.alerts.validate(&invalid)
     }
 
     /// The UAPI socket path of the tunnel interface.
@@ -762,6 +847,33 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn alerts_section_has_defaults_and_names_bad_keys() {
+        let c = parse("[hub.alerts]\nmax_attempts = 3\n").unwrap();
+        assert_eq!(c.hub.alerts.max_attempts, 3);
+        assert_eq!(c.hub.alerts.retry_base_ms, Alerts::default().retry_base_ms);
+        for (text, key) in [
+            ("retry_base_ms = 0", "hub.alerts.retry_base_ms"),
+            (
+                "retry_base_ms = 5000\nretry_max_ms = 10",
+                "hub.alerts.retry_base_ms",
+            ),
+            ("max_attempts = 0", "hub.alerts.max_attempts"),
+            ("request_timeout_ms = 5", "hub.alerts.request_timeout_ms"),
+            (
+                "parallel_per_receiver = 0",
+                "hub.alerts.parallel_per_receiver",
+            ),
+            ("disk_full_percent = 101", "hub.alerts.disk_full_percent"),
+            ("retries = 3", "hub.alerts"),
+        ] {
+            let e = parse(&format!("[hub.alerts]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{key}")), "{text}: {e}");
         }
     }
 
