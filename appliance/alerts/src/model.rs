@@ -9,6 +9,16 @@
 //! - Every text field that comes from the network has a documented length limit
 //!   ([`limits`]); [`NewEvent::validate`] enforces them, so the store never holds an
 //!   unbounded string from outside.
+//!
+//! Conventions:
+//! - A delivery given up after its attempt limit raises a system event of kind
+//!   [`DELIVERY_DEAD_KIND`] ("alert.delivery_dead"), built by [`NewEvent::delivery_dead`].
+//!   The receiver whose delivery died is named in the event's `device` as
+//!   `receiver:<id>` ([`receiver_device`], read back by [`NewEvent::dead_receiver`]);
+//!   the planner (`plan.rs`) never sends such an event to that receiver, and the hub
+//!   never raises another one when a delivery of such an event dies.
+//! - Kinds starting with `alert.` ([`RESERVED_KIND_PREFIX`]) are the gateway's own; the
+//!   webhook refuses them from outside sources.
 
 use gatehouse_access::model::Schedule;
 use serde::{Deserialize, Serialize};
@@ -31,6 +41,32 @@ pub mod limits {
     pub const WEBHOOK_BODY: usize = 16 * 1024;
     /// A whole Frigate MQTT payload (they carry both `before` and `after`).
     pub const FRIGATE_PAYLOAD: usize = 64 * 1024;
+    /// The earliest event time accepted: 2000-01-01T00:00:00Z (unix seconds). Earlier
+    /// times come from a device whose clock was never set (it counts from 1970).
+    pub const EARLIEST_TIME: i64 = 946_684_800;
+    /// How far (seconds) an event's time may be ahead of the gateway's clock before it is
+    /// refused as a wrong clock: one day.
+    pub const MAX_AHEAD: i64 = 24 * 60 * 60;
+}
+
+/// The kind of the system event raised when a delivery is given up (dead-lettered).
+pub const DELIVERY_DEAD_KIND: &str = "alert.delivery_dead";
+
+/// Kinds starting with this are raised by the gateway itself, never by outside sources.
+pub const RESERVED_KIND_PREFIX: &str = "alert.";
+
+/// The `device` of a [`DELIVERY_DEAD_KIND`] event: `receiver:<id>`.
+pub fn receiver_device(receiver: ReceiverId) -> String {
+    format!("receiver:{receiver}")
+}
+
+/// Whether `kind` is a valid event kind: `[a-z0-9_.-]{1,64}`.
+pub fn is_valid_kind(kind: &str) -> bool {
+    !kind.is_empty()
+        && kind.len() <= limits::NAME
+        && kind
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'))
 }
 
 /// An event's stable id (a ULID).
@@ -213,6 +249,9 @@ pub struct NewEvent {
     pub time: OffsetDateTime,
     pub camera: Option<String>,
     pub zone: Option<String>,
+    /// The sensor, reader or other device that raised it. For a [`DELIVERY_DEAD_KIND`]
+    /// system event: `receiver:<id>`, the receiver whose delivery died (see
+    /// [`NewEvent::delivery_dead`]).
     pub device: Option<String>,
     pub message: Option<String>,
     pub snapshot_url: Option<String>,
@@ -221,6 +260,227 @@ pub struct NewEvent {
     /// external id -> the same event) and lifecycle updates fold into one event.
     pub external_id: Option<String>,
     pub lifecycle: Lifecycle,
+}
+
+impl NewEvent {
+    /// Checks what [`limits`] and the field docs promise: `source` is a name (1..=64
+    /// bytes, no control characters), `kind` is `[a-z0-9_.-]{1,64}`, camera / zone /
+    /// device are names, the message is at most 1024 bytes (no control characters but
+    /// newline and tab), URLs are `http(s)://host...` within 2048 bytes, the external id is
+    /// 1..=128 bytes, and the time is not before 2000 ([`limits::EARLIEST_TIME`]).
+    /// The error names the field as this struct does (`external_id`, `snapshot_url`).
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let invalid = |field: &'static str| move |why: String| ModelError::Invalid { field, why };
+        check_name(&self.source).map_err(invalid("source"))?;
+        check_kind(&self.kind).map_err(invalid("kind"))?;
+        for (field, value) in [
+            ("camera", &self.camera),
+            ("zone", &self.zone),
+            ("device", &self.device),
+        ] {
+            if let Some(v) = value {
+                check_name(v).map_err(invalid(field))?;
+            }
+        }
+        if let Some(m) = &self.message {
+            check_message(m).map_err(invalid("message"))?;
+        }
+        for (field, value) in [
+            ("snapshot_url", &self.snapshot_url),
+            ("clip_url", &self.clip_url),
+        ] {
+            if let Some(v) = value {
+                check_url(v).map_err(invalid(field))?;
+            }
+        }
+        if let Some(id) = &self.external_id {
+            check_external_id(id).map_err(invalid("external_id"))?;
+        }
+        check_not_too_early(self.time).map_err(invalid("time"))?;
+        Ok(())
+    }
+
+    /// The system event raised when delivery `delivery` of `event` to `receiver` is given
+    /// up. Its `device` names the receiver (`receiver:<id>`, see [`receiver_device`]) so
+    /// the planner keeps it away from that receiver; its external id is
+    /// `delivery:<delivery>`, so raising it twice (after a crash) stores it once. Severity:
+    /// the dead event's, but at least warning. `error` (the last attempt's) is cut to fit
+    /// the message limit.
+    pub fn delivery_dead(
+        receiver: ReceiverId,
+        receiver_name: &str,
+        delivery: DeliveryId,
+        event: EventId,
+        event_severity: Severity,
+        error: &str,
+        now: OffsetDateTime,
+    ) -> NewEvent {
+        let message = format!(
+            "delivery {delivery} of event {event} to receiver {receiver_name:?} was given up: {error}"
+        );
+        NewEvent {
+            source: SourceKind::System.as_str().to_owned(),
+            source_kind: SourceKind::System,
+            kind: DELIVERY_DEAD_KIND.to_owned(),
+            severity: event_severity.max(Severity::Warning),
+            time: now,
+            camera: None,
+            zone: None,
+            device: Some(receiver_device(receiver)),
+            message: Some(clean_text(&message, limits::MESSAGE)),
+            snapshot_url: None,
+            clip_url: None,
+            external_id: Some(format!("delivery:{delivery}")),
+            lifecycle: Lifecycle::Instant,
+        }
+    }
+
+    /// The receiver whose delivery died, if this is a [`DELIVERY_DEAD_KIND`] system event
+    /// (see [`NewEvent::delivery_dead`]).
+    pub fn dead_receiver(&self) -> Option<ReceiverId> {
+        if self.source_kind != SourceKind::System || self.kind != DELIVERY_DEAD_KIND {
+            return None;
+        }
+        self.device
+            .as_deref()?
+            .strip_prefix("receiver:")?
+            .parse()
+            .ok()
+    }
+}
+
+/// `s` with control characters (but newline and tab) replaced by spaces, cut at a
+/// character boundary to at most `limit` bytes (ending in "..." when cut).
+pub fn clean_text(s: &str, limit: usize) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    if cleaned.len() <= limit {
+        return cleaned;
+    }
+    let room = limit.saturating_sub(3);
+    let mut end = room;
+    while end > 0 && !cleaned.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = cleaned.get(..end).unwrap_or_default().to_owned();
+    if limit >= 3 {
+        out.push_str("...");
+    }
+    out
+}
+
+// The field checks, shared with the parsers (which name fields as their senders do).
+// Each returns why the value is wrong, phrased to follow "field `x`: ".
+
+fn check_len(s: &str, min: usize, max: usize) -> Result<(), String> {
+    if s.len() < min {
+        return Err("is empty; omit the field instead".to_owned());
+    }
+    if s.len() > max {
+        return Err(format!(
+            "is {} bytes long, over the limit of {max}; shorten it",
+            s.len()
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_name(s: &str) -> Result<(), String> {
+    check_len(s, 1, limits::NAME)?;
+    if s.chars().any(char::is_control) {
+        return Err(format!("{s:?} contains control characters"));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_kind(s: &str) -> Result<(), String> {
+    if is_valid_kind(s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not a kind: use 1 to {} of a-z, 0-9, '_', '.', '-' (like \"intrusion\" or \"door.forced\")",
+            clean_text(s, 80),
+            limits::NAME
+        ))
+    }
+}
+
+pub(crate) fn check_message(s: &str) -> Result<(), String> {
+    check_len(s, 0, limits::MESSAGE)?;
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err("contains control characters other than newline and tab".to_owned());
+    }
+    Ok(())
+}
+
+pub(crate) fn check_url(s: &str) -> Result<(), String> {
+    check_len(s, 1, limits::URL)?;
+    let lower = s.get(..8).unwrap_or(s).to_ascii_lowercase();
+    let rest = if lower.starts_with("https://") {
+        s.get(8..)
+    } else if lower.starts_with("http://") {
+        s.get(7..)
+    } else {
+        None
+    };
+    let Some(rest) = rest else {
+        return Err(format!(
+            "{:?} is not an http:// or https:// URL",
+            clean_text(s, 80)
+        ));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("{:?} has no host", clean_text(s, 80)));
+    }
+    if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("contains spaces or control characters; percent-encode them".to_owned());
+    }
+    Ok(())
+}
+
+pub(crate) fn check_external_id(s: &str) -> Result<(), String> {
+    check_len(s, 1, limits::EXTERNAL_ID)?;
+    if s.chars().any(char::is_control) {
+        return Err("contains control characters".to_owned());
+    }
+    Ok(())
+}
+
+pub(crate) fn check_not_too_early(t: OffsetDateTime) -> Result<(), String> {
+    if t.unix_timestamp() < limits::EARLIEST_TIME {
+        return Err(format!(
+            "{} is before 2000; the source's clock looks unset",
+            rfc3339(t)
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `t` is within the sane bounds for an event received at `now`: not before 2000
+/// and at most [`limits::MAX_AHEAD`] ahead of `now`.
+pub(crate) fn check_time(t: OffsetDateTime, now: OffsetDateTime) -> Result<(), String> {
+    check_not_too_early(t)?;
+    if (t - now).whole_seconds() > limits::MAX_AHEAD {
+        return Err(format!(
+            "{} is more than a day ahead of the gateway's clock ({}); check the source's clock",
+            rfc3339(t),
+            rfc3339(now)
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 /// A stored event.

@@ -15,6 +15,12 @@ pub enum Entity {
     Card,
     Level,
     Holiday,
+    EventSource,
+    Event,
+    Receiver,
+    Rule,
+    Silence,
+    Delivery,
 }
 
 impl Entity {
@@ -27,6 +33,12 @@ impl Entity {
             Entity::Card => "cards",
             Entity::Level => "levels",
             Entity::Holiday => "holidays",
+            Entity::EventSource => "event_sources",
+            Entity::Event => "events",
+            Entity::Receiver => "receivers",
+            Entity::Rule => "rules",
+            Entity::Silence => "silences",
+            Entity::Delivery => "deliveries",
         }
     }
 }
@@ -40,6 +52,12 @@ impl fmt::Display for Entity {
             Entity::Card => "card",
             Entity::Level => "level",
             Entity::Holiday => "holiday",
+            Entity::EventSource => "event source",
+            Entity::Event => "event",
+            Entity::Receiver => "receiver",
+            Entity::Rule => "rule",
+            Entity::Silence => "silence",
+            Entity::Delivery => "delivery",
         })
     }
 }
@@ -77,6 +95,15 @@ pub enum StoreError {
         entity: Entity,
         key: String,
         by: String,
+    },
+
+    /// The thing exists but is in a state that does not allow the change (a delivery
+    /// that is no longer pending, a second console receiver, an MQTT prefix in use).
+    #[error("{entity} {key}: {why}")]
+    Conflict {
+        entity: Entity,
+        key: String,
+        why: String,
     },
 
     #[error("{what} already exists")]

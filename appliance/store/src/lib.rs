@@ -7,10 +7,13 @@
 //!   the raw id is never written anywhere.
 //! - [`AccessLog`] is the group-commit writer: a decision's callback fires only once its
 //!   log row is durable.
+//! - [`events`]: event sources, receivers, rules, silences, the events themselves and the
+//!   alert outbox with its delivery log (migration 4), for the hub's events pipeline.
 
 pub mod admin;
 pub mod bulk;
 pub mod error;
+pub mod events;
 pub mod gate_events;
 pub mod log;
 pub mod schema;
@@ -19,6 +22,12 @@ mod snapshot;
 pub mod store;
 
 pub use error::{Entity, StoreError};
+pub use events::{
+    AckOutcome, AlertConfig, ApiKey, AttemptOutcome, AttemptRecord, DeliveryCount,
+    DeliveryLogEntry, DeliveryLogFilter, DeliveryLogOutcome, DeliveryRecord, EventDetail,
+    EventFilter, EventSource, IngestItem, IngestOutcome, NewRule, NewSilence, PlannedDelivery,
+    QueueDepth, Reconciliation,
+};
 pub use log::{AccessLog, LogCallback, LogEntry, LogFilter, LogOutcome, LogRow, LogSource};
 pub use site_key::{allow_list_entry, SiteKey};
 pub use store::{

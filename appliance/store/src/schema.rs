@@ -12,8 +12,9 @@
 //!   (a commit survives power loss once it returns; SQLite docs, "PRAGMA synchronous"),
 //!   foreign keys on, a busy timeout.
 //!
-//! Units: validity bounds are unix seconds (UTC); access-log times and `last_seen` are unix
-//! milliseconds (UTC); holiday dates are ISO `YYYY-MM-DD` text (site-local dates).
+//! Units: validity bounds are unix seconds (UTC); access-log times, `last_seen` and every
+//! time in the events tables (migration 4) are unix milliseconds (UTC); holiday dates are
+//! ISO `YYYY-MM-DD` text (site-local dates).
 
 use crate::error::StoreError;
 use rusqlite::Connection;
@@ -212,8 +213,186 @@ CREATE TABLE gate_events (
 CREATE INDEX gate_events_at ON gate_events(at_ms);
 "#;
 
+/// Version 4: events and alerts (issue 4; appliance/store/src/events.rs is the API).
+///
+/// - `event_sources`: outside systems allowed to send events; `key_hash` is SHA-256 of the
+///   API key's text (the key itself is shown once and never stored).
+/// - `events`: every event, `seq` its insertion order (AUTOINCREMENT: never reused), `id`
+///   its ULID. `severity` is 0 info, 1 warning, 2 critical (so filters compare numbers).
+///   `source` is a name, not a foreign key: gates, "system" and "tunnel" raise events
+///   without a registered source, and removing a source keeps its events. A partial
+///   UNIQUE index on `(source, external_id)` identifies an event by the source's own id.
+///   `events_group` serves the grouping query and any query by source.
+/// - `receivers`: `config` is the JSON of `gatehouse_alerts::ReceiverConfig`; `kind` is
+///   derived from it. Receivers are never deleted while anything refers to them: removing
+///   one sets `removed_at` (a tombstone that keeps its deliveries and log rows readable and
+///   frees the name). At most one live console receiver; "console" exists from here on.
+/// - `rules` + `rule_receivers`: `matcher` is the JSON of `Matcher`, `active` of
+///   `Schedule` (NULL = always). Default rule: "console: warning and above".
+/// - `silences`: expired by moving `ends_at`, never deleted.
+/// - `deliveries`: the outbox, one row per (event, receiver, kind, repeat number), written
+///   in the event's transaction. `id` (AUTOINCREMENT) is also the console feed's SSE id.
+///   Deleting a rule keeps its deliveries (`rule_id` NULL; rules are deleted rarely, so
+///   no index on `rule_id` is kept for that scan).
+/// - `delivery_log`: one row per attempt, appended in the transaction that updates the
+///   delivery; UNIQUE(delivery_id, attempt).
+/// - `repeats`: reminders of unacknowledged events, per (event, rule); the interval is
+///   the rule's current `repeat_every_s`.
+/// - `alert_revision`: bumped by every change to receivers, rules, silences and holidays,
+///   so the hub rebuilds its alert planner only when something changed.
+///
+/// Times are unix milliseconds; `group_window_s` and `repeat_every_s` are seconds.
+const V4_EVENTS: &str = r#"
+CREATE TABLE alert_revision (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    value INTEGER NOT NULL
+);
+INSERT INTO alert_revision (id, value) VALUES (1, 0);
+
+CREATE TABLE event_sources (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    kind        TEXT NOT NULL CHECK (kind IN ('nvr', 'gate', 'sensor', 'tunnel', 'system')),
+    key_hash    BLOB NOT NULL UNIQUE CHECK (length(key_hash) = 32),
+    mqtt_prefix TEXT UNIQUE,
+    base_url    TEXT,
+    enabled     INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE receivers (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    enabled    INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    config     TEXT NOT NULL CHECK (json_valid(config)),
+    kind       TEXT NOT NULL GENERATED ALWAYS AS (json_extract(config, '$.type')) VIRTUAL
+               CHECK (kind IN ('console', 'webhook', 'email', 'ntfy')),
+    removed_at INTEGER
+);
+CREATE UNIQUE INDEX receivers_name ON receivers(name) WHERE removed_at IS NULL;
+CREATE UNIQUE INDEX receivers_one_console ON receivers(kind)
+    WHERE kind = 'console' AND removed_at IS NULL;
+INSERT INTO receivers (id, name, enabled, config) VALUES (1, 'console', 1, '{"type":"console"}');
+
+CREATE TABLE rules (
+    id             INTEGER PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    enabled        INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    matcher        TEXT NOT NULL CHECK (json_valid(matcher)),
+    active         TEXT CHECK (active IS NULL OR json_valid(active)),
+    group_window_s INTEGER NOT NULL DEFAULT 0 CHECK (group_window_s >= 0),
+    repeat_every_s INTEGER CHECK (repeat_every_s IS NULL OR repeat_every_s > 0)
+);
+CREATE TABLE rule_receivers (
+    rule_id     INTEGER NOT NULL REFERENCES rules(id) ON DELETE CASCADE,
+    receiver_id INTEGER NOT NULL REFERENCES receivers(id) ON DELETE RESTRICT,
+    PRIMARY KEY (rule_id, receiver_id)
+) WITHOUT ROWID;
+CREATE INDEX rule_receivers_receiver ON rule_receivers(receiver_id);
+INSERT INTO rules (id, name, enabled, matcher, active, group_window_s, repeat_every_s)
+    VALUES (1, 'console: warning and above', 1,
+            '{"kinds":[],"sources":[],"zones":[],"min_severity":"warning"}', NULL, 0, NULL);
+INSERT INTO rule_receivers (rule_id, receiver_id) VALUES (1, 1);
+
+CREATE TABLE silences (
+    id         INTEGER PRIMARY KEY,
+    matcher    TEXT NOT NULL CHECK (json_valid(matcher)),
+    starts_at  INTEGER NOT NULL,
+    ends_at    INTEGER NOT NULL CHECK (ends_at >= starts_at),
+    author     TEXT NOT NULL,
+    comment    TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX silences_ends ON silences(ends_at);
+
+CREATE TABLE events (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE CHECK (length(id) = 26),
+    source       TEXT NOT NULL,
+    source_kind  TEXT NOT NULL CHECK (source_kind IN ('nvr', 'gate', 'sensor', 'tunnel', 'system')),
+    kind         TEXT NOT NULL,
+    severity     INTEGER NOT NULL CHECK (severity IN (0, 1, 2)),
+    occurred_at  INTEGER NOT NULL,
+    received_at  INTEGER NOT NULL,
+    camera       TEXT,
+    zone         TEXT,
+    device       TEXT,
+    message      TEXT,
+    snapshot_url TEXT,
+    clip_url     TEXT,
+    external_id  TEXT,
+    lifecycle    TEXT NOT NULL CHECK (lifecycle IN ('instant', 'active', 'ended')),
+    ended_at     INTEGER,
+    grouped_into TEXT REFERENCES events(id) ON DELETE SET NULL,
+    silenced_by  INTEGER REFERENCES silences(id) ON DELETE SET NULL,
+    acked_by     TEXT,
+    acked_at     INTEGER,
+    ack_comment  TEXT
+);
+CREATE UNIQUE INDEX events_external ON events(source, external_id) WHERE external_id IS NOT NULL;
+CREATE INDEX events_received ON events(received_at);
+CREATE INDEX events_kind ON events(kind);
+CREATE INDEX events_group ON events(source, kind, zone, received_at);
+CREATE INDEX events_grouped_into ON events(grouped_into) WHERE grouped_into IS NOT NULL;
+
+CREATE TABLE deliveries (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_seq       INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
+    receiver_id     INTEGER NOT NULL REFERENCES receivers(id) ON DELETE RESTRICT,
+    rule_id         INTEGER REFERENCES rules(id) ON DELETE SET NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('firing', 'repeat', 'resolved')),
+    repeat_n        INTEGER NOT NULL DEFAULT 0 CHECK (repeat_n >= 0),
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+    attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    delivered_at    INTEGER,
+    last_error      TEXT,
+    UNIQUE (event_seq, receiver_id, kind, repeat_n)
+);
+CREATE INDEX deliveries_due ON deliveries(receiver_id, next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_receiver_status ON deliveries(receiver_id, status);
+
+CREATE TABLE delivery_log (
+    id          INTEGER PRIMARY KEY,
+    delivery_id INTEGER NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+    attempt     INTEGER NOT NULL CHECK (attempt >= 1),
+    started_at  INTEGER NOT NULL,
+    latency_ms  INTEGER NOT NULL CHECK (latency_ms >= 0),
+    outcome     TEXT NOT NULL CHECK (outcome IN ('delivered', 'failed', 'dead')),
+    http_status INTEGER CHECK (http_status IS NULL OR http_status BETWEEN 100 AND 999),
+    error       TEXT,
+    UNIQUE (delivery_id, attempt)
+);
+
+CREATE TABLE repeats (
+    event_seq INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
+    rule_id   INTEGER NOT NULL REFERENCES rules(id) ON DELETE CASCADE,
+    next_at   INTEGER NOT NULL,
+    count     INTEGER NOT NULL DEFAULT 0 CHECK (count >= 0),
+    PRIMARY KEY (event_seq, rule_id)
+) WITHOUT ROWID;
+CREATE INDEX repeats_due ON repeats(next_at);
+
+CREATE TRIGGER alert_rev_receivers_ins AFTER INSERT ON receivers BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_receivers_upd AFTER UPDATE ON receivers BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_receivers_del AFTER DELETE ON receivers BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_rules_ins AFTER INSERT ON rules BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_rules_upd AFTER UPDATE ON rules BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_rules_del AFTER DELETE ON rules BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_rule_receivers_ins AFTER INSERT ON rule_receivers BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_rule_receivers_upd AFTER UPDATE ON rule_receivers BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_rule_receivers_del AFTER DELETE ON rule_receivers BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_silences_ins AFTER INSERT ON silences BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_silences_upd AFTER UPDATE ON silences BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_silences_del AFTER DELETE ON silences BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_holidays_ins AFTER INSERT ON holidays BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_holidays_upd AFTER UPDATE ON holidays BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_holidays_del AFTER DELETE ON holidays BEGIN UPDATE alert_revision SET value = value + 1; END;
+"#;
+
 /// The ordered migrations; index `i` takes the database to version `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1_ACCESS, V2_ADMINS, V3_GATE_EVENTS];
+pub const MIGRATIONS: &[&str] = &[V1_ACCESS, V2_ADMINS, V3_GATE_EVENTS, V4_EVENTS];
 
 /// The schema version this code reads and writes.
 pub fn current_version() -> i64 {
