@@ -26,6 +26,7 @@ pub mod access;
 pub mod admin;
 pub mod allow_list;
 pub mod drops;
+pub mod events;
 pub mod gate_frames;
 pub mod gate_tcp;
 pub mod http;

@@ -73,10 +73,19 @@ pub enum Action {
     ReadLog,
     ReadAdmins,
     ChangeAdmins,
+    /// The events list, their detail and delivery log, and the live feed.
+    ReadEvents,
+    AckEvents,
+    /// Alert rules, receivers and silences.
+    ReadAlerts,
+    ChangeAlerts,
+    /// Event sources (NVRs and their API keys).
+    ReadSources,
+    ChangeSources,
 }
 
 impl Action {
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 19] = [
         Action::ReadPeople,
         Action::ChangePeople,
         Action::ReadCards,
@@ -90,6 +99,12 @@ impl Action {
         Action::ReadLog,
         Action::ReadAdmins,
         Action::ChangeAdmins,
+        Action::ReadEvents,
+        Action::AckEvents,
+        Action::ReadAlerts,
+        Action::ChangeAlerts,
+        Action::ReadSources,
+        Action::ChangeSources,
     ];
 
     /// snake_case name (`GET /api/v1/auth/me` lists the caller's).
@@ -108,6 +123,12 @@ impl Action {
             Action::ReadLog => "read_log",
             Action::ReadAdmins => "read_admins",
             Action::ChangeAdmins => "change_admins",
+            Action::ReadEvents => "read_events",
+            Action::AckEvents => "ack_events",
+            Action::ReadAlerts => "read_alerts",
+            Action::ChangeAlerts => "change_alerts",
+            Action::ReadSources => "read_sources",
+            Action::ChangeSources => "change_sources",
         }
     }
 
@@ -126,6 +147,12 @@ impl Action {
             Action::ReadLog => "read the access log",
             Action::ReadAdmins => "list admins",
             Action::ChangeAdmins => "add or change admins",
+            Action::ReadEvents => "read events",
+            Action::AckEvents => "acknowledge events",
+            Action::ReadAlerts => "list alert rules, receivers and silences",
+            Action::ChangeAlerts => "change alert rules, receivers or silences",
+            Action::ReadSources => "list event sources",
+            Action::ChangeSources => "add or change event sources",
         }
     }
 }
@@ -135,8 +162,14 @@ pub fn permits(role: AdminRole, action: Action) -> bool {
     use Action::*;
     match role {
         AdminRole::Admin => true,
-        AdminRole::Operator => matches!(action, ReadPeople | ReadGates | ReadZones | ReadLog),
-        AdminRole::Installer => matches!(action, ReadGates | ChangeGates | ReadZones | ChangeZones),
+        AdminRole::Operator => matches!(
+            action,
+            ReadPeople | ReadGates | ReadZones | ReadLog | ReadEvents | AckEvents | ReadAlerts
+        ),
+        AdminRole::Installer => matches!(
+            action,
+            ReadGates | ChangeGates | ReadZones | ChangeZones | ReadSources | ChangeSources
+        ),
     }
 }
 
@@ -566,8 +599,17 @@ mod tests {
         for a in Action::ALL {
             assert!(permits(AdminRole::Admin, a), "admin {a:?}");
         }
-        let operator = [ReadPeople, ReadGates, ReadZones, ReadLog];
-        let installer = [ReadGates, ChangeGates, ReadZones, ChangeZones];
+        let operator = [
+            ReadPeople, ReadGates, ReadZones, ReadLog, ReadEvents, AckEvents, ReadAlerts,
+        ];
+        let installer = [
+            ReadGates,
+            ChangeGates,
+            ReadZones,
+            ChangeZones,
+            ReadSources,
+            ChangeSources,
+        ];
         for a in Action::ALL {
             assert_eq!(
                 permits(AdminRole::Operator, a),
