@@ -38,15 +38,14 @@
 //! changes anything.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use gatehouse_gate_proto::Reason;
 use serde::Serialize;
 use time::{Duration, OffsetDateTime, UtcOffset};
 
-use crate::model::{
-    Card, CardHash, CardId, Direction, Gate, GateId, HolidayRule, Person, PersonId, Snapshot,
-    ZoneId,
-};
+use crate::decision_snapshot::{CardRule, DecisionSnapshot, GateRule};
+use crate::model::{CardHash, CardId, Direction, GateId, HolidayRule, PersonId, ZoneId};
 
 /// The answer for one card at one gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,39 +78,41 @@ pub enum Presence {
     Outside,
 }
 
-/// Decides from a [`Snapshot`] held in memory, and remembers who is inside each
-/// anti-passback zone.
+/// Decides from a [`DecisionSnapshot`] held in memory (shared, read-only), and remembers
+/// who is inside each anti-passback zone.
 #[derive(Debug, Clone)]
 pub struct AccessEngine {
-    snapshot: Snapshot,
+    snapshot: Arc<DecisionSnapshot>,
     presence: HashMap<(ZoneId, PersonId), Presence>,
 }
 
 impl AccessEngine {
     /// An engine deciding from `snapshot`, with no anti-passback history. The snapshot
-    /// need not have passed [`Snapshot::validate`]: inconsistencies decide as denials.
-    pub fn new(snapshot: Snapshot) -> Self {
+    /// need not come from one that passed [`Snapshot::validate`](crate::model::Snapshot::validate):
+    /// inconsistencies decide as denials.
+    pub fn new(snapshot: impl Into<Arc<DecisionSnapshot>>) -> Self {
         Self {
-            snapshot: normalized(snapshot),
+            snapshot: snapshot.into(),
             presence: HashMap::new(),
         }
     }
 
-    /// Swaps in a fresh snapshot (after a database change). Anti-passback state is kept
+    /// Swaps in a fresh snapshot (after a database change) and hands back the previous
+    /// one, so that the caller can drop it outside its locks. Anti-passback state is kept
     /// for people still in the snapshot, in zones that still exist with anti-passback
     /// enabled; the rest is forgotten (so a zone that gets anti-passback re-enabled starts
     /// from "unknown", which lets everyone pass once).
-    pub fn replace(&mut self, snapshot: Snapshot) {
-        self.snapshot = normalized(snapshot);
+    pub fn replace(&mut self, snapshot: impl Into<Arc<DecisionSnapshot>>) -> Arc<DecisionSnapshot> {
+        let previous = std::mem::replace(&mut self.snapshot, snapshot.into());
         let snapshot = &self.snapshot;
         self.presence.retain(|(zone, person), _| {
-            snapshot.people.contains_key(person)
-                && snapshot.zones.get(zone).is_some_and(|z| z.anti_passback)
+            snapshot.has_person(*person) && snapshot.zones.get(zone).copied().unwrap_or(false)
         });
+        previous
     }
 
-    /// The snapshot decisions are made from (holidays sorted and deduplicated).
-    pub fn snapshot(&self) -> &Snapshot {
+    /// The snapshot decisions are made from.
+    pub fn snapshot(&self) -> &Arc<DecisionSnapshot> {
         &self.snapshot
     }
 
@@ -153,50 +154,26 @@ impl AccessEngine {
         until: OffsetDateTime,
     ) -> Vec<CardHash> {
         let mut allowed = Vec::new();
-        if from >= until || self.usable_gate(gate).is_none() {
+        if from >= until || self.snapshot.usable_gate(gate).is_none() {
             return allowed;
         }
         let offset = from.offset();
-        for (hash, card) in &self.snapshot.cards {
-            if card.hash != *hash || !card.enabled {
+        for card in self.snapshot.cards() {
+            if !card.person_known() || !card.enabled() {
                 continue;
             }
-            let Some(person) = self.snapshot.people.get(&card.person) else {
-                continue;
-            };
-            if !person.enabled {
-                continue;
-            }
-            let lo = [card.validity.from, person.validity.from]
-                .into_iter()
-                .flatten()
-                .fold(from, OffsetDateTime::max);
-            let hi = [card.validity.until, person.validity.until]
-                .into_iter()
-                .flatten()
-                .fold(until, OffsetDateTime::min);
+            let validity = self.snapshot.window(card.window());
+            let lo = validity.from.map_or(from, |f| f.max(from));
+            let hi = validity.until.map_or(until, |u| u.min(until));
             if lo >= hi {
                 continue;
             }
-            if card.master || self.open_during(person, gate, lo, hi, offset) {
-                allowed.push(card.hash);
+            if card.master() || self.open_during(card.level_set(), gate, lo, hi, offset) {
+                allowed.push(*card.hash());
             }
         }
-        allowed.sort_unstable();
+        // The snapshot's cards are sorted by hash already.
         allowed
-    }
-
-    /// An enabled gate whose zone exists.
-    fn usable_gate(&self, gate: GateId) -> Option<&Gate> {
-        self.snapshot
-            .gates
-            .get(&gate)
-            .filter(|g| g.enabled && self.snapshot.zones.contains_key(&g.zone))
-    }
-
-    fn is_holiday(&self, date: time::Date) -> bool {
-        // `normalized` sorted the list.
-        self.snapshot.holidays.binary_search(&date).is_ok()
     }
 
     fn evaluate(&self, gate_id: GateId, hash: &CardHash, now: OffsetDateTime) -> AccessDecision {
@@ -207,51 +184,53 @@ impl AccessEngine {
             card: None,
             gate: gate_id,
         };
-        let Some(gate) = self.usable_gate(gate_id) else {
+        let Some(gate) = self.snapshot.usable_gate(gate_id) else {
             return decision;
         };
-        let Some(card) = self.snapshot.cards.get(hash).filter(|c| c.hash == *hash) else {
+        let Some(card) = self.snapshot.card(hash) else {
             decision.reason = Reason::UnknownCard;
             return decision;
         };
-        decision.card = Some(card.id);
-        let Some(person) = self.snapshot.people.get(&card.person) else {
+        decision.card = Some(card.id());
+        if !card.person_known() {
             decision.reason = Reason::UnknownCard;
             return decision;
-        };
-        decision.person = Some(person.id);
-        decision.reason = self.check(gate, card, person, now);
+        }
+        decision.person = Some(card.person());
+        decision.reason = self.check(gate, card, now);
         if decision.is_allowed() {
             decision.relay_ms = gate.relay_ms;
         }
         decision
     }
 
-    /// Steps 3 to 10 of the module docs.
-    fn check(&self, gate: &Gate, card: &Card, person: &Person, now: OffsetDateTime) -> Reason {
-        if !card.enabled || !person.enabled {
+    /// Steps 3 to 10 of the module docs. The card carries its person's part: enabled
+    /// means both are, its window is where both are valid (so "either is not yet valid"
+    /// and "either expired" read as one comparison each), its levels are the person's.
+    fn check(&self, gate: &GateRule, card: &CardRule, now: OffsetDateTime) -> Reason {
+        if !card.enabled() {
             return Reason::Disabled;
         }
-        if card.validity.not_yet_valid_at(now) || person.validity.not_yet_valid_at(now) {
+        let validity = self.snapshot.window(card.window());
+        if validity.not_yet_valid_at(now) {
             return Reason::NotYetValid;
         }
-        if card.validity.expired_at(now) || person.validity.expired_at(now) {
+        if validity.expired_at(now) {
             return Reason::Expired;
         }
-        if card.master {
+        if card.master() {
             return Reason::GrantedMaster;
         }
 
-        let holiday = self.is_holiday(now.date());
+        let holiday = self.snapshot.is_holiday(now.date());
         let weekday = now.weekday();
         let minute = u16::from(now.hour()) * 60 + u16::from(now.minute());
         let mut in_level = false;
         let mut holiday_ignored = false;
         let mut open = false;
-        for level in person
-            .levels
-            .iter()
-            .filter_map(|id| self.snapshot.levels.get(id))
+        for level in self
+            .snapshot
+            .level_set(card.level_set())
             .filter(|level| level.gates.contains(&gate.id))
         {
             in_level = true;
@@ -277,16 +256,19 @@ impl AccessEngine {
             };
         }
 
-        if let Some(zone) = self.snapshot.zones.get(&gate.zone) {
-            if zone.anti_passback {
-                let refused = matches!(
-                    (gate.direction, self.presence(zone.id, person.id)),
-                    (Direction::In, Some(Presence::Inside))
-                        | (Direction::Out, Some(Presence::Outside))
-                );
-                if refused {
-                    return Reason::AntiPassback;
-                }
+        if self
+            .snapshot
+            .zones
+            .get(&gate.zone)
+            .copied()
+            .unwrap_or(false)
+        {
+            let refused = matches!(
+                (gate.direction, self.presence(gate.zone, card.person())),
+                (Direction::In, Some(Presence::Inside)) | (Direction::Out, Some(Presence::Outside))
+            );
+            if refused {
+                return Reason::AntiPassback;
             }
         }
         Reason::Granted
@@ -300,7 +282,8 @@ impl AccessEngine {
             .snapshot
             .zones
             .get(&gate.zone)
-            .is_some_and(|z| z.anti_passback)
+            .copied()
+            .unwrap_or(false)
         {
             return;
         }
@@ -311,11 +294,11 @@ impl AccessEngine {
         self.presence.insert((gate.zone, person), presence);
     }
 
-    /// Whether some level of `person` including `gate` has a window (holiday rules
-    /// applied) overlapping `[lo, hi)`, with local days taken in `offset`.
+    /// Whether some level of level set `levels` including `gate` has a window (holiday
+    /// rules applied) overlapping `[lo, hi)`, with local days taken in `offset`.
     fn open_during(
         &self,
-        person: &Person,
+        levels: u32,
         gate: GateId,
         lo: OffsetDateTime,
         hi: OffsetDateTime,
@@ -324,13 +307,12 @@ impl AccessEngine {
         let Some(lo) = lo.checked_to_offset(offset) else {
             return false;
         };
-        let levels: Vec<_> = person
-            .levels
-            .iter()
-            .filter_map(|id| self.snapshot.levels.get(id))
-            .filter(|level| level.gates.contains(&gate))
-            .collect();
-        if levels.is_empty() {
+        let including = || {
+            self.snapshot
+                .level_set(levels)
+                .filter(move |level| level.gates.contains(&gate))
+        };
+        if including().next().is_none() {
             return false;
         }
         let mut date = lo.date();
@@ -339,8 +321,8 @@ impl AccessEngine {
             if midnight >= hi {
                 return false;
             }
-            let holiday = self.is_holiday(date);
-            for level in &levels {
+            let holiday = self.snapshot.is_holiday(date);
+            for level in including() {
                 for w in level
                     .schedule
                     .windows_on(date.weekday(), holiday)
@@ -362,12 +344,6 @@ impl AccessEngine {
             }
         }
     }
-}
-
-fn normalized(mut snapshot: Snapshot) -> Snapshot {
-    snapshot.holidays.sort_unstable();
-    snapshot.holidays.dedup();
-    snapshot
 }
 
 #[cfg(test)]

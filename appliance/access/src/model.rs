@@ -1,6 +1,7 @@
-//! The access model in memory: a snapshot of the database's access tables, keyed for
-//! decisions. Cards appear only as keyed hashes ([`CardHash`]); the raw card id never
-//! reaches this crate.
+//! The access model: a snapshot of the database's access tables as they are (names
+//! included), keyed by id, to edit, check ([`Snapshot::validate`]) and display. The engine
+//! decides from its compact form, [`DecisionSnapshot`](crate::DecisionSnapshot). Cards
+//! appear only as keyed hashes ([`CardHash`]); the raw card id never reaches this crate.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ pub type CardId = i64;
 pub struct CardHash(pub [u8; 32]);
 
 /// A validity window; either end open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Validity {
     #[serde(with = "time::serde::rfc3339::option")]
     pub from: Option<OffsetDateTime>,
@@ -106,7 +107,8 @@ pub struct Level {
     pub schedule: Schedule,
 }
 
-/// Everything the engine decides from.
+/// The access data, in full. The engine decides from the
+/// [`DecisionSnapshot`](crate::DecisionSnapshot) made from it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub people: HashMap<PersonId, Person>,

@@ -14,6 +14,8 @@
 //!   dead-letter.
 //! - [`render`]: notification bodies (Slack-compatible and plain JSON, e-mail subject and
 //!   text, ntfy push), each carrying the event id and idempotency key.
+//! - [`text`]: durations as people type them (`30s`, `5m`, `2h`), for the CLI and the
+//!   admin API.
 //!
 //! Everything here takes time as an argument; the hub (appliance/hub/src/events) does
 //! the I/O and the store (appliance/store/src/events.rs) the SQL.
@@ -25,6 +27,7 @@ pub mod plan;
 pub mod render;
 pub mod retry;
 pub mod rules;
+pub mod text;
 
 pub use frigate::{parse_frigate, FrigateOutcome, FrigateTopic};
 pub use ingest::{parse_webhook, IngestError};

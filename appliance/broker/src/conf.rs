@@ -3,7 +3,17 @@
 //! Directives as documented in `mosquitto.conf(5)` for mosquitto 2.0: a plain listener on
 //! loopback (and optionally one on a LAN address), no anonymous clients, our password
 //! and ACL files, persistence off for development or in a directory of the data
-//! partition, and logging to stderr only (the runner or systemd's journal collects it).
+//! partition, optional limits on queued messages and message size, and logging to stderr
+//! only (the runner or systemd's journal collects it).
+//!
+//! What persistence keeps (mosquitto 2.0): the sessions of clients connected with
+//! `clean_session = false` (their subscriptions, and the QoS 1/2 messages queued for them
+//! or in flight to them) and retained messages. mosquitto holds them in memory and writes
+//! them to `<persistence_location>mosquitto.db` when it exits on SIGTERM (which is also
+//! what the hub's embedded broker gets when the hub dies, see [`crate::Mosquitto`]), on
+//! SIGUSR1, and every `autosave_interval` (mosquitto's default, 30 minutes). A broker
+//! that is itself killed with SIGKILL or loses power loses what changed since its last
+//! write.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -32,6 +42,19 @@ pub struct BrokerConfig {
     pub lan_listener: Option<SocketAddr>,
     /// Persistence of sessions and retained messages.
     pub persistence: Persistence,
+    /// `max_queued_messages`: how many QoS 1/2 messages mosquitto queues per client beyond
+    /// those in flight (for a persistent session also while the client is away); further
+    /// ones are dropped. `None` keeps mosquitto's default (1000).
+    pub max_queued_messages: Option<u32>,
+    /// `message_size_limit`: the largest payload, in bytes, mosquitto accepts; larger
+    /// publishes are dropped (a QoS 1 one still acknowledged to its sender). `None` keeps
+    /// mosquitto's default (no limit below MQTT's 256 MB).
+    pub message_size_limit: Option<u32>,
+    /// `upgrade_outgoing_qos`: deliver every message at the QoS its subscriber asked for,
+    /// even above the QoS it was published with. The hub subscribes to NVR topics at QoS 1
+    /// so that Frigate's QoS 0 publishes reach it acknowledged (kept by the broker until
+    /// the hub has committed them); a gate gets its answers at the QoS it subscribed with.
+    pub upgrade_outgoing_qos: bool,
     /// The `user` directive: the account mosquitto switches to when started as root
     /// (mosquitto's default is `mosquitto`). `None` leaves mosquitto's default, except
     /// that [`crate::Mosquitto`] writes `user root` when it runs as root, so that the
@@ -79,6 +102,15 @@ impl BrokerConfig {
                 let slash = if dir.ends_with('/') { "" } else { "/" };
                 let _ = writeln!(out, "persistence true\npersistence_location {dir}{slash}");
             }
+        }
+        if let Some(n) = self.max_queued_messages {
+            let _ = writeln!(out, "max_queued_messages {n}");
+        }
+        if let Some(n) = self.message_size_limit {
+            let _ = writeln!(out, "message_size_limit {n}");
+        }
+        if self.upgrade_outgoing_qos {
+            out.push_str("upgrade_outgoing_qos true\n");
         }
         out.push_str("log_dest stderr\nlog_timestamp true\n");
         if let Some(user) = &self.user {
@@ -139,11 +171,17 @@ mod tests {
             port: 1883,
             lan_listener: Some("192.168.1.2:1883".parse().unwrap()),
             persistence: Persistence::Directory("/data/mosquitto/db".into()),
+            max_queued_messages: Some(100_000),
+            message_size_limit: Some(1 << 20),
+            upgrade_outgoing_qos: true,
             user: Some("mosquitto".into()),
         };
         let conf = config.render(&files).unwrap();
         assert!(conf.contains("listener 1883 127.0.0.1\nlistener 1883 192.168.1.2\n"));
-        assert!(conf.contains("persistence true\npersistence_location /data/mosquitto/db/\n"));
+        assert!(conf.contains(
+            "persistence true\npersistence_location /data/mosquitto/db/\n\
+             max_queued_messages 100000\nmessage_size_limit 1048576\nupgrade_outgoing_qos true\n"
+        ));
         assert!(conf.ends_with("user mosquitto\n"));
         assert!(!conf.contains("log_dest file"));
     }

@@ -17,13 +17,25 @@ pub enum BrokerError {
         /// Why it was refused.
         reason: &'static str,
     },
-    /// Two accounts with the same user name, or two gate accounts for the same gate.
+    /// Two accounts with the same user name, two gate accounts for the same gate, or two
+    /// NVR accounts for the same prefix.
     #[error("duplicate {what}: {value}")]
     Duplicate {
         /// "user name" or "gate id".
         what: &'static str,
         /// The duplicated value.
         value: String,
+    },
+    /// An NVR's topic prefix that would share topics with the gate link or another NVR.
+    #[error(
+        "NVR topic prefix {prefix:?} overlaps {other}; give each NVR its own prefix \
+         (Frigate's mqtt.topic_prefix), such as \"frigate-<name>\""
+    )]
+    Overlap {
+        /// The refused prefix.
+        prefix: String,
+        /// What it overlaps.
+        other: String,
     },
     /// Reading or writing a file or directory failed.
     #[error("{path}: {source}")]

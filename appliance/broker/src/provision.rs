@@ -76,6 +76,25 @@ impl GateAccount {
     }
 }
 
+/// An NVR's broker account: it may read and write `<prefix>/#` (Frigate's topics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NvrAccount {
+    /// The NVR's MQTT topic prefix (Frigate's `mqtt.topic_prefix`).
+    pub prefix: String,
+    /// The NVR's MQTT credentials.
+    pub account: Account,
+}
+
+impl NvrAccount {
+    /// An account for the NVR publishing under `prefix`.
+    pub fn new(prefix: impl Into<String>, account: Account) -> Self {
+        NvrAccount {
+            prefix: prefix.into(),
+            account,
+        }
+    }
+}
+
 /// A fresh random password: 24 bytes from the OS, base64url without padding (32 chars).
 pub fn random_password() -> Result<String> {
     let mut bytes = [0u8; 24];
@@ -130,6 +149,7 @@ impl BrokerFiles {
 pub struct Provisioning {
     hub: Account,
     gates: Vec<GateAccount>,
+    nvrs: Vec<NvrAccount>,
     topics: Topics,
 }
 
@@ -141,6 +161,7 @@ impl Provisioning {
         Ok(Provisioning {
             hub,
             gates: Vec::new(),
+            nvrs: Vec::new(),
             topics,
         })
     }
@@ -155,9 +176,21 @@ impl Provisioning {
         &self.gates
     }
 
+    /// The NVR accounts, in the order they were added.
+    pub fn nvrs(&self) -> &[NvrAccount] {
+        &self.nvrs
+    }
+
     /// The gate link's topics.
     pub fn topics(&self) -> &Topics {
         &self.topics
+    }
+
+    /// Whether `username` is taken by the hub, a gate or an NVR.
+    fn username_taken(&self, username: &str) -> bool {
+        username == self.hub.username
+            || self.gates.iter().any(|g| g.account.username == username)
+            || self.nvrs.iter().any(|n| n.account.username == username)
     }
 
     /// Adds a gate account. Refuses a second account for the same gate id or a user name
@@ -171,12 +204,7 @@ impl Provisioning {
                 value: gate.gate_id.to_string(),
             });
         }
-        if gate.account.username == self.hub.username
-            || self
-                .gates
-                .iter()
-                .any(|g| g.account.username == gate.account.username)
-        {
+        if self.username_taken(&gate.account.username) {
             return Err(BrokerError::Duplicate {
                 what: "user name",
                 value: gate.account.username,
@@ -184,6 +212,34 @@ impl Provisioning {
         }
         self.gates.push(gate);
         Ok(())
+    }
+
+    /// Adds an NVR account. Refuses a user name already taken, and a prefix that
+    /// [`acl::check_nvr_prefix`] refuses (wildcards, or overlapping the gate link's topics
+    /// or an NVR added before).
+    pub fn add_nvr(&mut self, nvr: NvrAccount) -> Result<()> {
+        passwd::check_username(&nvr.account.username)?;
+        passwd::check_password(&nvr.account.password)?;
+        acl::check_nvr_prefix(
+            &nvr.prefix,
+            &self.topics,
+            self.nvrs.iter().map(|n| n.prefix.as_str()),
+        )?;
+        if self.username_taken(&nvr.account.username) {
+            return Err(BrokerError::Duplicate {
+                what: "user name",
+                value: nvr.account.username,
+            });
+        }
+        self.nvrs.push(nvr);
+        Ok(())
+    }
+
+    /// Removes the NVR account of `prefix`; returns whether there was one.
+    pub fn remove_nvr(&mut self, prefix: &str) -> bool {
+        let before = self.nvrs.len();
+        self.nvrs.retain(|n| n.prefix != prefix);
+        self.nvrs.len() != before
     }
 
     /// Removes the account of `gate_id`; returns whether there was one.
@@ -197,7 +253,10 @@ impl Provisioning {
     pub fn password_file(&self) -> Result<String> {
         let mut seen = BTreeSet::new();
         let mut out = String::new();
-        for account in std::iter::once(&self.hub).chain(self.gates.iter().map(|g| &g.account)) {
+        let accounts = std::iter::once(&self.hub)
+            .chain(self.gates.iter().map(|g| &g.account))
+            .chain(self.nvrs.iter().map(|n| &n.account));
+        for account in accounts {
             if !seen.insert(account.username.as_str()) {
                 return Err(BrokerError::Duplicate {
                     what: "user name",
@@ -216,12 +275,18 @@ impl Provisioning {
 
     /// The ACL file's text.
     pub fn acl_file(&self) -> String {
+        let nvrs: Vec<(&str, &str)> = self
+            .nvrs
+            .iter()
+            .map(|n| (n.account.username.as_str(), n.prefix.as_str()))
+            .collect();
         acl::render(
             &self.topics,
             &self.hub.username,
             self.gates
                 .iter()
                 .map(|g| (g.account.username.as_str(), g.gate_id)),
+            &nvrs,
         )
     }
 
@@ -323,6 +388,55 @@ mod tests {
         assert!(p.remove_gate(1));
         assert!(!p.remove_gate(1));
         assert_eq!(p.gates().len(), 1);
+    }
+
+    #[test]
+    fn nvr_accounts() {
+        let mut p = provisioning();
+        p.add_nvr(NvrAccount::new("frigate", Account::new("nvr-yard", "y")))
+            .unwrap();
+        // Same user name as a gate, the hub or an NVR; overlapping prefixes; wildcards.
+        for (prefix, user) in [
+            ("other", "door-b"),
+            ("other", "hub"),
+            ("other", "nvr-yard"),
+            ("frigate", "nvr-b"),
+            ("frigate/cam", "nvr-b"),
+            ("access", "nvr-b"),
+            ("x/#", "nvr-b"),
+        ] {
+            assert!(
+                p.add_nvr(NvrAccount::new(prefix, Account::new(user, "p")))
+                    .is_err(),
+                "{prefix} {user}"
+            );
+        }
+        // A gate may not take an NVR's user name either.
+        assert!(p
+            .add_gate(GateAccount::with_username(5, "nvr-yard", "x"))
+            .is_err());
+        p.add_nvr(NvrAccount::new("site/b", Account::new("nvr-b", "b")))
+            .unwrap();
+        assert_eq!(p.nvrs().len(), 2);
+        let text = p.password_file().unwrap();
+        let users: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(u, _)| u)
+            .collect();
+        assert_eq!(users, ["hub", "gate-1", "door-b", "nvr-yard", "nvr-b"]);
+        let acl = p.acl_file();
+        assert!(
+            acl.contains("topic read frigate/events\ntopic read frigate/reviews\n"),
+            "{acl}"
+        );
+        assert!(
+            acl.contains("user nvr-b\ntopic readwrite site/b/#\n"),
+            "{acl}"
+        );
+        assert!(p.remove_nvr("frigate"));
+        assert!(!p.remove_nvr("frigate"));
+        assert!(!p.acl_file().contains("frigate"));
     }
 
     #[test]

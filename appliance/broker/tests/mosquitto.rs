@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse_broker::{
     Account, BrokerConfig, BrokerError, BrokerFiles, GateAccount, Mosquitto, MosquittoOptions,
-    Persistence, Provisioning, Topics,
+    NvrAccount, Persistence, Provisioning, Topics,
 };
 use rumqttc::{Client, ConnectReturnCode, Event, MqttOptions, Packet, Publish, QoS};
 
@@ -57,11 +57,22 @@ struct TestClient {
 
 impl TestClient {
     fn connect(port: u16, user: &str, password: &str) -> Result<Self, ConnError> {
+        Self::connect_session(port, user, password, true).map(|(c, _)| c)
+    }
+
+    /// Connects with client id `test-<user>` and the given clean-session flag; returns the
+    /// client and whether the broker resumed a stored session.
+    fn connect_session(
+        port: u16,
+        user: &str,
+        password: &str,
+        clean: bool,
+    ) -> Result<(Self, bool), ConnError> {
         let mut options = MqttOptions::new(format!("test-{user}"), "127.0.0.1", port);
         options
             .set_credentials(user, password)
             .set_keep_alive(Duration::from_secs(5))
-            .set_clean_session(true);
+            .set_clean_session(clean);
         let (client, mut connection) = Client::new(options, 16);
         let (tx, events) = mpsc::channel();
         thread::spawn(move || {
@@ -75,8 +86,24 @@ impl TestClient {
         });
         let mut c = TestClient { client, events };
         match c.next_packet(WAIT)? {
-            Some(Packet::ConnAck(ack)) if ack.code == ConnectReturnCode::Success => Ok(c),
+            Some(Packet::ConnAck(ack)) if ack.code == ConnectReturnCode::Success => {
+                Ok((c, ack.session_present))
+            }
             other => panic!("expected a CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Sends DISCONNECT and waits until the connection is closed.
+    fn close(self) {
+        self.client.disconnect().unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("the connection did not close"),
+            }
         }
     }
 
@@ -396,4 +423,120 @@ fn persistence_directory_is_created_and_saved_on_stop() {
         db.join("mosquitto.db").is_file(),
         "SIGTERM saves the database"
     );
+}
+
+/// The hub, gate 1, and two NVRs: `nvr-a` under `frigate`, `nvr-b` under `site/b`.
+fn nvr_site(persistence: Persistence) -> (Provisioning, BrokerConfig) {
+    let mut provisioning =
+        Provisioning::new(Account::new("hub", "hub-secret"), Topics::default()).unwrap();
+    provisioning.add_gate(GateAccount::new(1, "pw-1")).unwrap();
+    provisioning
+        .add_nvr(NvrAccount::new("frigate", Account::new("nvr-a", "pw-a")))
+        .unwrap();
+    provisioning
+        .add_nvr(NvrAccount::new("site/b", Account::new("nvr-b", "pw-b")))
+        .unwrap();
+    let config = BrokerConfig {
+        persistence,
+        ..BrokerConfig::loopback(0)
+    };
+    (provisioning, config)
+}
+
+#[test]
+fn nvr_reaches_only_its_own_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (provisioning, config) = nvr_site(Persistence::Off);
+    let broker = Mosquitto::start(
+        BrokerFiles::new(dir.path().join("broker")),
+        &provisioning,
+        &config,
+    )
+    .unwrap();
+    let port = broker.port();
+    let mut hub = TestClient::connect(port, "hub", "hub-secret").unwrap();
+    hub.subscribe("frigate/events");
+    hub.subscribe("site/b/reviews");
+    hub.subscribe("access/request");
+    let mut a = TestClient::connect(port, "nvr-a", "pw-a").unwrap();
+    // Frigate listens to its own set topics.
+    a.subscribe("frigate/+/detect/set");
+    a.subscribe("access/response/#");
+    let mut b = TestClient::connect(port, "nvr-b", "pw-b").unwrap();
+
+    // Another NVR's prefix, the gate link, and the hub's answers are out of reach.
+    b.publish("frigate/events", b"forged by b");
+    a.publish("access/request", b"nvr posing as a gate");
+    hub.publish("access/response/1", b"allow");
+    // Its own prefix is not.
+    a.publish("frigate/cam/person/snapshot", b"jpeg");
+    a.publish("frigate/events", b"a's event");
+    let got = hub.message(WAIT).expect("the NVR's event");
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("frigate/events", &b"a's event"[..])
+    );
+    assert!(hub.message(QUIET).is_none(), "the hub got more");
+    b.publish("site/b/reviews", b"b's review");
+    let got = hub.message(WAIT).expect("the other NVR's review");
+    assert_eq!(got.topic, "site/b/reviews");
+    hub.publish("frigate/cam/detect/set", b"ON");
+    assert!(
+        a.message(QUIET).is_none(),
+        "the hub may not write to an NVR's topics"
+    );
+    // (Not `publish`, which skips what arrives before the PUBACK.)
+    a.client
+        .publish(
+            "frigate/cam/detect/set",
+            QoS::AtLeastOnce,
+            false,
+            b"OFF".to_vec(),
+        )
+        .unwrap();
+    let set = a.message(WAIT).expect("the NVR reads its own set topics");
+    assert_eq!(&set.payload[..], b"OFF");
+    assert!(
+        a.message(QUIET).is_none(),
+        "the NVR got the gate link's traffic"
+    );
+}
+
+#[test]
+fn persistent_session_keeps_queued_messages_across_a_broker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let (provisioning, mut config) = nvr_site(Persistence::Directory(db));
+    config.upgrade_outgoing_qos = true;
+    let files = BrokerFiles::new(dir.path().join("broker"));
+    let broker = Mosquitto::start(files.clone(), &provisioning, &config).unwrap();
+
+    let (mut hub, resumed) =
+        TestClient::connect_session(broker.port(), "hub", "hub-secret", false).unwrap();
+    assert!(!resumed, "a first session");
+    hub.subscribe("frigate/events");
+    hub.close();
+    let mut nvr = TestClient::connect(broker.port(), "nvr-a", "pw-a").unwrap();
+    // Frigate publishes at QoS 0: upgraded to the hub's QoS 1, it is queued too.
+    nvr.client
+        .publish("frigate/events", QoS::AtMostOnce, false, b"q0".to_vec())
+        .unwrap();
+    for i in 0..5 {
+        nvr.publish("frigate/events", format!("m{i}").as_bytes());
+    }
+    drop(nvr);
+    assert!(broker.stop().unwrap().success());
+
+    let broker = Mosquitto::start(files, &provisioning, &config).unwrap();
+    let (mut hub, resumed) =
+        TestClient::connect_session(broker.port(), "hub", "hub-secret", false).unwrap();
+    assert!(resumed, "the session survived the restart");
+    let got: Vec<String> = (0..6)
+        .map(|_| {
+            let m = hub.message(WAIT).expect("a queued message");
+            assert_eq!(m.qos, QoS::AtLeastOnce);
+            String::from_utf8(m.payload.to_vec()).unwrap()
+        })
+        .collect();
+    assert_eq!(got, ["q0", "m0", "m1", "m2", "m3", "m4"]);
 }

@@ -3,6 +3,7 @@
 
 mod access_cmd;
 mod admin_cmd;
+mod alerts_cmd;
 mod peer_cmd;
 mod signals;
 
@@ -75,6 +76,21 @@ enum Command {
     /// Manage the console and API admins (roles admin, operator, installer).
     #[command(subcommand)]
     Admin(admin_cmd::AdminCommand),
+    /// Manage event sources (NVRs, sensor gateways) and their API keys.
+    #[command(subcommand)]
+    Source(alerts_cmd::SourceCommand),
+    /// Manage alert receivers: webhook (Slack or JSON), e-mail, ntfy push; send a test.
+    #[command(subcommand)]
+    Receiver(alerts_cmd::ReceiverCommand),
+    /// Manage alert rules: which events go to which receivers, when, grouped and repeated how.
+    #[command(subcommand)]
+    Rule(alerts_cmd::RuleCommand),
+    /// Silence matching events for a while (stored, not notified).
+    #[command(subcommand)]
+    Silence(alerts_cmd::SilenceCommand),
+    /// List, show and acknowledge events; check the delivery log reconciles.
+    #[command(subcommand)]
+    Event(alerts_cmd::EventCommand),
 }
 
 fn main() {
@@ -121,6 +137,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Card(cmd) => access_cmd::card(&load(&cli)?, cmd),
         Command::Log(cmd) => access_cmd::log(&load(&cli)?, cmd),
         Command::Admin(cmd) => admin_cmd::run(&load(&cli)?, cmd),
+        Command::Source(cmd) => alerts_cmd::source(&load(&cli)?, cmd),
+        Command::Receiver(cmd) => alerts_cmd::receiver(&load(&cli)?, cmd),
+        Command::Rule(cmd) => alerts_cmd::rule(&load(&cli)?, cmd),
+        Command::Silence(cmd) => alerts_cmd::silence(&load(&cli)?, cmd),
+        Command::Event(cmd) => alerts_cmd::event(&load(&cli)?, cmd),
         Command::Tunnel => {
             let config = load(&cli)?;
             init_logging(cli.log_json || config.general.log_format == LogFormat::Json);

@@ -288,6 +288,8 @@ struct Inner {
     state: Mutex<State>,
     allow_lists: AllowLists,
     drops: DropCounters,
+    /// Where door and tamper alarms are raised as events (set once by the hub).
+    gate_alerts: std::sync::OnceLock<Arc<crate::gate_frames::GateAlerts>>,
 }
 
 /// The hub's access decisions, shared by every transport (cheap to clone).
@@ -309,6 +311,67 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // matters more than stopping access control would.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// glibc's initial mmap and trim thresholds, which [`keep_big_blocks_mapped`] makes fixed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_THRESHOLD: libc::c_int = 128 * 1024;
+
+/// Keeps glibc from holding on to the memory of replaced snapshots (with
+/// [`release_free_memory`] after each reload).
+///
+/// A reload builds the new snapshot (6.4 MB for 100,000 cards) and a few MB of scratch on
+/// a blocking thread, then frees the old snapshot and the scratch. By default glibc raises
+/// its mmap threshold to the largest block freed so far (up to 32 MB) and its trim
+/// threshold to twice that, so from the first reload on such blocks come from per-thread
+/// malloc arenas, and once freed up to twice their size stays resident in each arena.
+/// With both thresholds fixed at their initial 128 KiB, every block of 128 KiB or more has
+/// its own mapping, returned to the kernel when freed. The price is an mmap and munmap per
+/// such block; none is made on the decision path.
+///
+/// Measured with 100,000 cards and 1,000,000 log rows, RSS after five reloads (one a
+/// second) against 28 MB after start, three runs each: 52-68 MB with neither this nor
+/// [`release_free_memory`]; 28-40 MB with one of them; 26.5-27 MB with both (peak during
+/// the reloads 36-39 MB).
+///
+/// Process-wide; the access service sets it when it opens, before loading its snapshot.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn keep_big_blocks_mapped() {
+    for param in [libc::M_MMAP_THRESHOLD, libc::M_TRIM_THRESHOLD] {
+        // SAFETY: mallopt takes two integers and only changes glibc's allocation
+        // parameters, under its own lock; any thread may call it at any time.
+        if unsafe { libc::mallopt(param, MALLOC_THRESHOLD) } != 1 {
+            tracing::debug!(
+                param,
+                "glibc refused a malloc threshold; memory of reloads may stay resident"
+            );
+        }
+    }
+}
+
+/// Returns the free pages inside glibc's arenas to the kernel, after a reload.
+///
+/// What is left after [`keep_big_blocks_mapped`]: the small blocks a reload frees, SQLite's
+/// page cache above all (about 2 MB, dropped and read again on each reload, on whichever
+/// blocking thread runs it, so in another arena each time), stay resident as free chunks
+/// between live ones, which only `malloc_trim` hands back. Runs only after a reload, on the
+/// refresher's blocking thread, with no lock held; it took 0.06 to 0.4 ms.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn release_free_memory() {
+    // SAFETY: malloc_trim takes an integer and works on glibc's own arenas under their
+    // locks; any thread may call it at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
+
+/// Other allocators return big blocks their own way.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_big_blocks_mapped() {}
 
 fn load_gates(store: &Store) -> Result<HashMap<u32, Arc<GateAuth>>, StoreError> {
     let mut gates = HashMap::new();
@@ -374,9 +437,11 @@ impl AccessService {
             dir: data_dir.to_path_buf(),
             source,
         };
+        keep_big_blocks_mapped();
         let store = Store::open(data_dir).map_err(open_err)?;
         let site_key = SiteKey::load_or_create(data_dir).map_err(open_err)?;
-        let (revision, snapshot) = store.revisioned_snapshot().map_err(open_err)?;
+        let (revision, snapshot) = store.revisioned_decision_snapshot().map_err(open_err)?;
+        let snapshot = Arc::new(snapshot);
         let gates = load_gates(&store).map_err(open_err)?;
         let windows = highest_seqs(&store).map_err(open_err)?;
         let allow_lists = AllowLists::open(&store, revision, &snapshot, OffsetDateTime::now_utc())
@@ -384,7 +449,7 @@ impl AccessService {
         let log = AccessLog::start(data_dir).map_err(open_err)?;
         tracing::info!(
             gates = gates.len(),
-            cards = snapshot.cards.len(),
+            cards = snapshot.cards().len(),
             revision,
             "access service ready"
         );
@@ -407,6 +472,7 @@ impl AccessService {
                 }),
                 allow_lists,
                 drops: DropCounters::default(),
+                gate_alerts: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -427,6 +493,17 @@ impl AccessService {
     /// Refusal counters shared by the transports.
     pub fn drops(&self) -> &DropCounters {
         &self.inner.drops
+    }
+
+    /// Raises the gates' door and tamper alarms through `alerts` from now on (see
+    /// [`crate::gate_frames`]); `false` if that was set already.
+    pub fn set_gate_alerts(&self, alerts: Arc<crate::gate_frames::GateAlerts>) -> bool {
+        self.inner.gate_alerts.set(alerts).is_ok()
+    }
+
+    /// Where door and tamper alarms are raised, if the hub set it.
+    pub fn gate_alerts(&self) -> Option<&Arc<crate::gate_frames::GateAlerts>> {
+        self.inner.gate_alerts.get()
     }
 
     /// The gate's credentials, if it is known.
@@ -608,9 +685,8 @@ impl AccessService {
             let st = lock(&self.inner.state);
             st.engine
                 .snapshot()
-                .cards
-                .get(&hash)
-                .map_or((None, None), |c| (Some(c.id), Some(c.person)))
+                .card(&hash)
+                .map_or((None, None), |c| (Some(c.id()), Some(c.person())))
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner.log.submit(
@@ -668,14 +744,25 @@ impl AccessService {
         self.write_touches(&store);
         self.write_events(&store);
         let now = OffsetDateTime::now_utc();
-        let known = lock(&self.inner.state).revision;
+        let (known, current) = {
+            let st = lock(&self.inner.state);
+            (st.revision, Arc::clone(st.engine.snapshot()))
+        };
         let lists = &self.inner.allow_lists;
         let revision = store.revision().map_err(err)?;
         if revision == known && lists.revision() == known {
             lists.retime_if_due(&store, now).map_err(err)?;
             return Ok(false);
         }
-        let (revision, snapshot) = store.revisioned_snapshot().map_err(err)?;
+        // The engine's snapshot when only the allow-lists are behind (their version failed
+        // to persist last time), so that both keep sharing one copy.
+        let (revision, snapshot) = if revision == known {
+            (known, current)
+        } else {
+            drop(current);
+            let (revision, snapshot) = store.revisioned_decision_snapshot().map_err(err)?;
+            (revision, Arc::new(snapshot))
+        };
         // The allow-lists first (they only read the snapshot); a failure to persist their
         // version leaves them on the old revision, retried on the next pass.
         let listed = if lists.revision() == revision {
@@ -686,10 +773,18 @@ impl AccessService {
         if revision != known {
             let gates = load_gates(&store).map_err(err)?;
             drop(store);
-            let mut st = lock(&self.inner.state);
-            st.engine.replace(snapshot);
-            st.gates = gates;
-            st.revision = revision;
+            let (previous, previous_gates) = {
+                let mut st = lock(&self.inner.state);
+                st.revision = revision;
+                (
+                    st.engine.replace(snapshot),
+                    std::mem::replace(&mut st.gates, gates),
+                )
+            };
+            // Freed here, not under the lock the decisions take; the old snapshot goes as
+            // soon as no allow-list reply still walks it.
+            drop((previous, previous_gates));
+            release_free_memory();
             tracing::info!(revision, "access data reloaded");
         }
         listed.map_err(err)?;

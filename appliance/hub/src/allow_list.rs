@@ -13,12 +13,12 @@
 //! (see `gatehouse_store::site_key` for the key scheme).
 //!
 //! # Versions
-//! One hub-wide version number. [`AllowListIndex`] keeps, per card hash, its validity
-//! bounds, the set of gates it may pass (interned: cards of people with the same levels
-//! share one set), a membership fingerprint (zero when the card passes no gate, else a
-//! hash of the sorted gate set) and the version at which that fingerprint last changed.
-//! Deleted cards stay as tombstones (passing no gate), so a gate holding an old version
-//! still learns to remove them. Each recomputation (after every reload of the access data,
+//! One hub-wide version number. Each card has a membership fingerprint (zero when the
+//! card passes no gate, else a hash of the sorted set of gates it passes), which follows
+//! from the [`DecisionSnapshot`] and the time of the recomputation; [`AllowListIndex`]
+//! keeps, per card hash, the version at which that fingerprint last changed. Deleted cards
+//! stay as tombstones (passing no gate), so a gate holding an old version still learns to
+//! remove them. Each recomputation (after every reload of the access data,
 //! and every [`RETIME_INTERVAL`] because validity windows open and close with time)
 //! stamps every card whose fingerprint changed with `version + 1`, and bumps the version
 //! once if any did. A version's content is what its recomputation saw: replies are
@@ -39,13 +39,17 @@
 //! # Cost
 //! No per-gate list is ever materialised: an [`AllowListReply`] holds the index it started
 //! on (an `Arc`) and a cursor, and computes each chunk when asked (one HMAC per entry).
-//! The index is 64 bytes per card (6.4 MB for 100,000) plus one small gate set per
-//! distinct set of levels; it is rebuilt off the decision path and swapped in under a lock
-//! held only for the pointer swap. Measured in a release build on a developer PC with
-//! 100,000 cards: building the index about 40 ms, rebuilding it 32 ms, a full list of
-//! 50,000 entries 18 ms, a one-card delta 0.3 ms.
+//! The index holds no copy of the cards: it shares the engine's [`DecisionSnapshot`]
+//! (an `Arc`) and adds 4 bytes per card (the version its membership last changed at),
+//! 36 per deleted card, and one small gate set per distinct set of levels (people share
+//! a few). It is rebuilt off the decision path and swapped in under a lock held only for
+//! the pointer swap. Measured in a release build on a developer PC with 100,000 cards
+//! (the snapshot itself is loaded once, for the engine): building the index about 1 ms,
+//! rebuilding it 2 ms, a full list of 50,000 entries 7 ms, a one-card delta 0.7 ms.
 
-use gatehouse_access::model::{CardHash, Snapshot, Validity};
+use gatehouse_access::decision_snapshot::CardRule;
+use gatehouse_access::model::{CardHash, GateId};
+use gatehouse_access::DecisionSnapshot;
 use gatehouse_gate_proto::{
     heapless, AllowListDelta, AllowListRequest, EntryHash, MAX_DELTA_ENTRIES,
 };
@@ -90,33 +94,18 @@ impl GateSet {
     }
 }
 
-/// One card as the index keeps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct CardState {
-    hash: CardHash,
-    /// First unix second the card (and its person) is valid; `i64::MIN`: always was.
-    from: i64,
-    /// First unix second it no longer is; `i64::MAX`: never ends.
-    until: i64,
-    /// Index into `AllowListIndex::sets`, or [`NO_GATES`].
-    gates: u32,
-    /// 0: passes no gate at the last recomputation; else its gate set's fingerprint.
-    fingerprint: u64,
-    /// The version at which `fingerprint` last changed.
-    changed_at: u32,
-}
-
-/// The allow-lists of every gate at one version (see the module docs). Immutable: a
-/// recomputation builds a new one.
-#[derive(Debug, Clone)]
-pub struct AllowListIndex {
-    base: u32,
-    version: u32,
-    /// Unix seconds of the recomputation this content was evaluated at.
-    evaluated_at: i64,
-    /// Sorted by hash; tombstones included.
-    cards: Vec<CardState>,
+/// Which gates the cards of one [`DecisionSnapshot`] pass, by what they share: the gate
+/// set of each level set, the masters' set, each validity window in whole seconds.
+#[derive(Debug)]
+struct Membership {
     sets: Vec<GateSet>,
+    /// Per level set of the snapshot: index into `sets`, or [`NO_GATES`].
+    of_level_set: Box<[u32]>,
+    /// The masters' set (every usable gate), or [`NO_GATES`].
+    master: u32,
+    /// Per window of the snapshot: the first unix second the card is valid (`i64::MIN`:
+    /// always was) and the first it no longer is (`i64::MAX`: never ends).
+    windows: Box<[(i64, i64)]>,
 }
 
 /// Whole seconds, rounded so that the window never grows: `from` up, `until` down.
@@ -131,198 +120,270 @@ fn until_secs(t: Option<OffsetDateTime>) -> i64 {
     t.map_or(i64::MAX, |t| t.unix_timestamp())
 }
 
-/// The card's state read from a snapshot, before stamping.
-struct Fresh {
-    hash: CardHash,
-    from: i64,
-    until: i64,
-    gates: u32,
+impl Membership {
+    fn new(snapshot: &DecisionSnapshot) -> Membership {
+        let mut sets: Vec<GateSet> = Vec::new();
+        let mut interned: HashMap<Box<[u32]>, u32> = HashMap::new();
+        let mut intern = |mut gates: Vec<u32>| -> u32 {
+            gates.sort_unstable();
+            gates.dedup();
+            if gates.is_empty() {
+                return NO_GATES;
+            }
+            let gates = gates.into_boxed_slice();
+            if let Some(i) = interned.get(&gates) {
+                return *i;
+            }
+            let i = u32::try_from(sets.len()).unwrap_or(NO_GATES);
+            interned.insert(gates.clone(), i);
+            sets.push(GateSet::new(gates));
+            i
+        };
+        let gate_id = |g: GateId| u32::try_from(g).ok();
+        // A disabled gate (or one whose zone is gone) gets an empty list: it denies
+        // everyone offline, as the engine denies everyone at it online.
+        let usable: Vec<u32> = snapshot.usable_gates().filter_map(gate_id).collect();
+        let usable_set: HashSet<u32> = usable.iter().copied().collect();
+        let master = intern(usable);
+        let of_level_set = (0..snapshot.level_set_count())
+            .map(|set| {
+                intern(
+                    snapshot
+                        .level_set_gates(u32::try_from(set).unwrap_or(u32::MAX))
+                        .filter_map(gate_id)
+                        .filter(|g| usable_set.contains(g))
+                        .collect(),
+                )
+            })
+            .collect();
+        let windows = snapshot
+            .windows()
+            .iter()
+            .map(|v| (from_secs(v.from), until_secs(v.until)))
+            .collect();
+        Membership {
+            sets,
+            of_level_set,
+            master,
+            windows,
+        }
+    }
+
+    /// The gate set `card` passes when valid, or [`NO_GATES`].
+    fn gates(&self, card: &CardRule) -> u32 {
+        if !card.person_known() || !card.enabled() {
+            NO_GATES
+        } else if card.master() {
+            self.master
+        } else {
+            self.of_level_set
+                .get(card.level_set() as usize)
+                .copied()
+                .unwrap_or(NO_GATES)
+        }
+    }
+
+    /// `card`'s fingerprint at unix second `t`: 0 when it passes no gate then.
+    fn fingerprint(&self, card: &CardRule, t: i64) -> u64 {
+        let (from, until) = self
+            .windows
+            .get(card.window() as usize)
+            .copied()
+            .unwrap_or((i64::MIN, i64::MAX));
+        if t < from || t >= until {
+            return 0;
+        }
+        self.sets
+            .get(self.gates(card) as usize)
+            .map_or(0, |s| s.fingerprint)
+    }
+
+    fn contains(&self, set: u32, gate: u32) -> bool {
+        self.sets
+            .get(set as usize)
+            .is_some_and(|s| s.gates.binary_search(&gate).is_ok())
+    }
 }
 
-/// Every card of `snapshot` with its window and interned gate set, sorted by hash.
-fn read_snapshot(snapshot: &Snapshot) -> (Vec<Fresh>, Vec<GateSet>) {
-    let mut sets: Vec<GateSet> = Vec::new();
-    let mut interned: HashMap<Box<[u32]>, u32> = HashMap::new();
-    let mut intern = |mut gates: Vec<u32>| -> u32 {
-        gates.sort_unstable();
-        gates.dedup();
-        if gates.is_empty() {
-            return NO_GATES;
-        }
-        let gates = gates.into_boxed_slice();
-        if let Some(i) = interned.get(&gates) {
-            return *i;
-        }
-        let i = u32::try_from(sets.len()).unwrap_or(NO_GATES);
-        interned.insert(gates.clone(), i);
-        sets.push(GateSet::new(gates));
-        i
-    };
-    let gate_id = |g: &i64| u32::try_from(*g).ok();
-    // A disabled gate (or one whose zone is gone) gets an empty list: it denies everyone
-    // offline, as the engine denies everyone at it online.
-    let usable: Vec<u32> = snapshot
-        .gates
-        .values()
-        .filter(|g| g.enabled && snapshot.zones.contains_key(&g.zone))
-        .filter_map(|g| gate_id(&g.id))
-        .collect();
-    let usable_set: HashSet<u32> = usable.iter().copied().collect();
-    let master = intern(usable);
-    let mut by_person: HashMap<i64, u32> = HashMap::new();
-    let mut cards = Vec::with_capacity(snapshot.cards.len());
-    for (hash, card) in &snapshot.cards {
-        if card.hash != *hash {
-            continue; // the engine ignores such entries too
-        }
-        let person = snapshot.people.get(&card.person);
-        let gates = match person {
-            Some(p) if card.enabled && p.enabled => {
-                if card.master {
-                    master
-                } else {
-                    *by_person.entry(p.id).or_insert_with(|| {
-                        intern(
-                            p.levels
-                                .iter()
-                                .filter_map(|l| snapshot.levels.get(l))
-                                .flat_map(|l| l.gates.iter().filter_map(gate_id))
-                                .filter(|g| usable_set.contains(g))
-                                .collect(),
-                        )
-                    })
-                }
-            }
-            _ => NO_GATES,
-        };
-        let none = Validity::default();
-        let pv = person.map_or(&none, |p| &p.validity);
-        let from = from_secs(card.validity.from).max(from_secs(pv.from));
-        let until = until_secs(card.validity.until).min(until_secs(pv.until));
-        cards.push(Fresh {
-            hash: *hash,
-            from,
-            until,
-            gates,
-        });
-    }
-    cards.sort_unstable_by_key(|c| c.hash);
-    (cards, sets)
+/// A card that left the data, kept as passing no gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tombstone {
+    hash: CardHash,
+    /// The version at which its fingerprint last changed.
+    changed_at: u32,
+}
+
+/// One entry of an index, card or tombstone, as replies and merges read it.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    hash: CardHash,
+    /// The gate set, [`NO_GATES`] for a tombstone.
+    gates: u32,
+    /// 0: passes no gate at this version; else its gate set's fingerprint.
+    fingerprint: u64,
+    changed_at: u32,
+}
+
+/// Where a walk through an index's entries (in hash order) is.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursor {
+    card: usize,
+    tombstone: usize,
+}
+
+/// The allow-lists of every gate at one version (see the module docs). Immutable: a
+/// recomputation builds a new one.
+#[derive(Debug, Clone)]
+pub struct AllowListIndex {
+    base: u32,
+    version: u32,
+    /// Unix seconds of the recomputation this content was evaluated at.
+    evaluated_at: i64,
+    /// The access data (shared with the decision engine).
+    snapshot: Arc<DecisionSnapshot>,
+    membership: Arc<Membership>,
+    /// Per card of `snapshot`, in its order: the version at which its fingerprint last
+    /// changed.
+    changed_at: Box<[u32]>,
+    /// Cards gone from the data, sorted by hash; none of them is in `snapshot`.
+    tombstones: Arc<[Tombstone]>,
 }
 
 impl AllowListIndex {
     /// The index at hub start: every card evaluated at `now`, all at version `base`.
-    pub fn start(base: u32, snapshot: &Snapshot, now: OffsetDateTime) -> AllowListIndex {
+    pub fn start(
+        base: u32,
+        snapshot: &Arc<DecisionSnapshot>,
+        now: OffsetDateTime,
+    ) -> AllowListIndex {
         let empty = AllowListIndex {
             base,
             version: base,
             evaluated_at: now.unix_timestamp(),
-            cards: Vec::new(),
-            sets: Vec::new(),
+            snapshot: Arc::new(DecisionSnapshot::default()),
+            membership: Arc::new(Membership::new(&DecisionSnapshot::default())),
+            changed_at: Box::new([]),
+            tombstones: Arc::new([]),
         };
-        let (cards, sets) = read_snapshot(snapshot);
-        empty.merge(cards, sets, now, base)
+        empty.merge(snapshot, now, base)
     }
 
     /// The index for a new snapshot of the access data, evaluated at `now`; its version is
     /// this one's + 1 if any card's membership changed.
-    pub fn rebuild(&self, snapshot: &Snapshot, now: OffsetDateTime) -> AllowListIndex {
-        let (cards, sets) = read_snapshot(snapshot);
-        self.merge(cards, sets, now, self.version.saturating_add(1))
+    pub fn rebuild(&self, snapshot: &Arc<DecisionSnapshot>, now: OffsetDateTime) -> AllowListIndex {
+        self.merge(snapshot, now, self.version.saturating_add(1))
     }
 
     /// The same data evaluated at `now` (validity windows opened or closed); `None` if no
     /// card's membership changed.
     pub fn retime(&self, now: OffsetDateTime) -> Option<AllowListIndex> {
         let t = now.unix_timestamp();
-        let changed = self
-            .cards
-            .iter()
-            .any(|c| self.fingerprint(c.gates, c.from, c.until, t) != c.fingerprint);
-        if !changed {
+        let m = &self.membership;
+        let moved = |c: &CardRule| m.fingerprint(c, t) != m.fingerprint(c, self.evaluated_at);
+        if !self.snapshot.cards().iter().any(moved) {
             return None;
         }
         let stamp = self.version.saturating_add(1);
-        let mut next = self.clone();
-        next.version = stamp;
-        next.evaluated_at = t;
-        for c in &mut next.cards {
-            let fp = self.fingerprint(c.gates, c.from, c.until, t);
-            if fp != c.fingerprint {
-                c.fingerprint = fp;
-                c.changed_at = stamp;
+        let changed_at = self
+            .snapshot
+            .cards()
+            .iter()
+            .zip(self.changed_at.iter())
+            .map(|(c, at)| if moved(c) { stamp } else { *at })
+            .collect();
+        Some(AllowListIndex {
+            base: self.base,
+            version: stamp,
+            evaluated_at: t,
+            snapshot: Arc::clone(&self.snapshot),
+            membership: Arc::clone(&self.membership),
+            changed_at,
+            tombstones: Arc::clone(&self.tombstones),
+        })
+    }
+
+    /// The next entry in hash order from `cursor` (cards and tombstones never share a
+    /// hash), advancing it.
+    fn next_entry(&self, cursor: &mut Cursor) -> Option<Entry> {
+        let card = self.snapshot.cards().get(cursor.card);
+        let tombstone = self.tombstones.get(cursor.tombstone);
+        match (card, tombstone) {
+            (Some(c), t) if t.is_none_or(|t| c.hash() < &t.hash) => {
+                let changed_at = self
+                    .changed_at
+                    .get(cursor.card)
+                    .copied()
+                    .unwrap_or(self.base);
+                cursor.card += 1;
+                Some(Entry {
+                    hash: *c.hash(),
+                    gates: self.membership.gates(c),
+                    fingerprint: self.membership.fingerprint(c, self.evaluated_at),
+                    changed_at,
+                })
             }
+            (_, Some(t)) => {
+                cursor.tombstone += 1;
+                Some(Entry {
+                    hash: t.hash,
+                    gates: NO_GATES,
+                    fingerprint: 0,
+                    changed_at: t.changed_at,
+                })
+            }
+            // A card and no tombstone always takes the first arm.
+            (_, None) => None,
         }
-        Some(next)
     }
 
-    fn fingerprint(&self, gates: u32, from: i64, until: i64, t: i64) -> u64 {
-        if gates == NO_GATES || t < from || t >= until {
-            return 0;
-        }
-        self.sets.get(gates as usize).map_or(0, |s| s.fingerprint)
-    }
-
-    /// Stamps `fresh` against this index's cards: `stamp` for every card whose fingerprint
-    /// changed (new, changed, or deleted: kept as a tombstone passing no gate).
+    /// Stamps the cards of `snapshot` against this index's entries: `stamp` for every card
+    /// whose fingerprint changed (new, changed, or deleted: kept as a tombstone passing no
+    /// gate).
     fn merge(
         &self,
-        fresh: Vec<Fresh>,
-        sets: Vec<GateSet>,
+        snapshot: &Arc<DecisionSnapshot>,
         now: OffsetDateTime,
         stamp: u32,
     ) -> AllowListIndex {
         let t = now.unix_timestamp();
-        let mut next = AllowListIndex {
-            base: self.base,
-            version: self.version,
-            evaluated_at: t,
-            cards: Vec::with_capacity(fresh.len().max(self.cards.len())),
-            sets,
-        };
+        let membership = Membership::new(snapshot);
+        let mut changed_at = Vec::with_capacity(snapshot.cards().len());
+        let mut tombstones = Vec::new();
         let mut changed = false;
-        let mut old = self.cards.iter().peekable();
-        for f in fresh {
+        let bury = |old: Entry, tombstones: &mut Vec<Tombstone>| {
+            let moved = old.fingerprint != 0;
+            tombstones.push(Tombstone {
+                hash: old.hash,
+                changed_at: if moved { stamp } else { old.changed_at },
+            });
+            moved
+        };
+        let mut cursor = Cursor::default();
+        let mut old = std::iter::from_fn(|| self.next_entry(&mut cursor)).peekable();
+        for card in snapshot.cards() {
             // Cards gone since: tombstones.
-            while let Some(o) = old.next_if(|o| o.hash < f.hash) {
-                changed |= next.push_tombstone(o, stamp);
+            while let Some(o) = old.next_if(|o| &o.hash < card.hash()) {
+                changed |= bury(o, &mut tombstones);
             }
-            let previous = old.next_if(|o| o.hash == f.hash);
-            let fingerprint = next.fingerprint(f.gates, f.from, f.until, t);
-            let (before, changed_at) =
-                previous.map_or((0, self.base), |o| (o.fingerprint, o.changed_at));
+            let previous = old.next_if(|o| &o.hash == card.hash());
+            let fingerprint = membership.fingerprint(card, t);
+            let (before, at) = previous.map_or((0, self.base), |o| (o.fingerprint, o.changed_at));
             let moved = fingerprint != before;
             changed |= moved;
-            next.cards.push(CardState {
-                hash: f.hash,
-                from: f.from,
-                until: f.until,
-                gates: f.gates,
-                fingerprint,
-                changed_at: if moved { stamp } else { changed_at },
-            });
+            changed_at.push(if moved { stamp } else { at });
         }
         for o in old {
-            changed |= next.push_tombstone(o, stamp);
+            changed |= bury(o, &mut tombstones);
         }
-        if changed {
-            next.version = stamp;
+        AllowListIndex {
+            base: self.base,
+            version: if changed { stamp } else { self.version },
+            evaluated_at: t,
+            snapshot: Arc::clone(snapshot),
+            membership: Arc::new(membership),
+            changed_at: changed_at.into_boxed_slice(),
+            tombstones: tombstones.into(),
         }
-        next
-    }
-
-    /// Keeps a card that left the data as passing no gate; whether that changed it.
-    fn push_tombstone(&mut self, old: &CardState, stamp: u32) -> bool {
-        let moved = old.fingerprint != 0;
-        self.cards.push(CardState {
-            hash: old.hash,
-            from: i64::MIN,
-            until: i64::MAX,
-            gates: NO_GATES,
-            fingerprint: 0,
-            changed_at: if moved { stamp } else { old.changed_at },
-        });
-        moved
     }
 
     /// The current version.
@@ -337,25 +398,20 @@ impl AllowListIndex {
 
     /// Cards known, tombstones included.
     pub fn card_count(&self) -> usize {
-        self.cards.len()
+        self.snapshot.cards().len() + self.tombstones.len()
     }
 
-    /// Whether the card's entry is in gate `gate`'s list at this version.
-    fn is_member(&self, card: &CardState, gate: u32) -> bool {
-        card.fingerprint != 0
-            && self
-                .sets
-                .get(card.gates as usize)
-                .is_some_and(|s| s.gates.binary_search(&gate).is_ok())
+    /// Whether the entry is in gate `gate`'s list at this version.
+    fn is_member(&self, entry: &Entry, gate: u32) -> bool {
+        entry.fingerprint != 0 && self.membership.contains(entry.gates, gate)
     }
 
     /// Whether `hash` is in gate `gate`'s list at this version.
     pub fn contains(&self, gate: u32, hash: &CardHash) -> bool {
-        self.cards
-            .binary_search_by_key(hash, |c| c.hash)
-            .ok()
-            .and_then(|i| self.cards.get(i))
-            .is_some_and(|c| self.is_member(c, gate))
+        self.snapshot.card(hash).is_some_and(|c| {
+            self.membership.fingerprint(c, self.evaluated_at) != 0
+                && self.membership.contains(self.membership.gates(c), gate)
+        })
     }
 
     /// The answer to `request` from gate `gate`, whose allow-list key is `gate_key`:
@@ -375,7 +431,7 @@ impl AllowListIndex {
             seq: request.seq,
             full,
             since: have,
-            cursor: 0,
+            cursor: Cursor::default(),
             pending: None,
             finished: false,
         }
@@ -406,7 +462,7 @@ pub struct AllowListReply {
     seq: u32,
     full: bool,
     since: u32,
-    cursor: usize,
+    cursor: Cursor,
     pending: Option<Change>,
     finished: bool,
 }
@@ -450,15 +506,14 @@ impl AllowListReply {
 
     fn next_change(&mut self) -> Option<Change> {
         let index = Arc::clone(&self.index);
-        while let Some(card) = index.cards.get(self.cursor) {
-            self.cursor += 1;
-            let member = index.is_member(card, self.gate);
+        while let Some(entry) = index.next_entry(&mut self.cursor) {
+            let member = index.is_member(&entry, self.gate);
             if self.full {
                 if member {
-                    return Some(Change::Add(self.entry(&card.hash)));
+                    return Some(Change::Add(self.entry(&entry.hash)));
                 }
-            } else if card.changed_at > self.since {
-                let e = self.entry(&card.hash);
+            } else if entry.changed_at > self.since {
+                let e = self.entry(&entry.hash);
                 return Some(if member {
                     Change::Add(e)
                 } else {
@@ -556,7 +611,7 @@ impl AllowLists {
     pub fn open(
         store: &Store,
         revision: u64,
-        snapshot: &Snapshot,
+        snapshot: &Arc<DecisionSnapshot>,
         now: OffsetDateTime,
     ) -> Result<AllowLists, StoreError> {
         let base = stored_version(store)?.checked_add(1).ok_or_else(|| {
@@ -568,7 +623,7 @@ impl AllowLists {
         let index = AllowListIndex::start(base, snapshot, now);
         tracing::info!(
             version = base,
-            cards = index.cards.len(),
+            cards = index.card_count(),
             "allow-lists ready"
         );
         Ok(AllowLists {
@@ -617,7 +672,7 @@ impl AllowLists {
         &self,
         store: &Store,
         revision: u64,
-        snapshot: &Snapshot,
+        snapshot: &Arc<DecisionSnapshot>,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let next = self.index().rebuild(snapshot, now);
@@ -649,7 +704,7 @@ impl AllowLists {
 mod tests {
     use super::*;
     use gatehouse_access::model::{
-        Card, Direction, Gate, HolidayRule, Level, Person, Schedule, Zone,
+        Card, Direction, Gate, HolidayRule, Level, Person, Schedule, Snapshot, Validity, Zone,
     };
     use gatehouse_store::{allow_list_entry, SiteKey};
     use std::collections::BTreeSet;
@@ -658,6 +713,10 @@ mod tests {
 
     fn at(s: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(s).unwrap()
+    }
+
+    fn compact(s: &Snapshot) -> Arc<DecisionSnapshot> {
+        Arc::new(DecisionSnapshot::from(s))
     }
 
     fn site() -> SiteKey {
@@ -921,7 +980,7 @@ mod tests {
             ),
         ];
         let mut snapshot = base_snapshot();
-        let mut index = Arc::new(AllowListIndex::start(5, &snapshot, at(T0)));
+        let mut index = Arc::new(AllowListIndex::start(5, &compact(&snapshot), at(T0)));
         assert_eq!((index.base(), index.version()), (5, 5));
         let mut copies = [
             GateCopy::default(),
@@ -938,9 +997,9 @@ mod tests {
                 index = Arc::new(if snapshot == had {
                     index
                         .retime(now)
-                        .unwrap_or_else(|| index.rebuild(&snapshot, now))
+                        .unwrap_or_else(|| index.rebuild(&compact(&snapshot), now))
                 } else {
-                    index.rebuild(&snapshot, now)
+                    index.rebuild(&compact(&snapshot), now)
                 });
             }
             assert_eq!(index.version() != before, moves, "{what}: version moved");
@@ -980,12 +1039,12 @@ mod tests {
     #[test]
     fn restart_future_and_zero_versions_get_full_lists() {
         let snapshot = base_snapshot();
-        let before = Arc::new(AllowListIndex::start(1, &snapshot, at(T0)));
+        let before = Arc::new(AllowListIndex::start(1, &compact(&snapshot), at(T0)));
         let mut copy = GateCopy::default();
         copy.sync(&before, 1);
         assert_eq!(copy.version, 1);
         // A hub restart starts above every version handed out: the gate's is older.
-        let after = Arc::new(AllowListIndex::start(2, &snapshot, at(T0 + 5)));
+        let after = Arc::new(AllowListIndex::start(2, &compact(&snapshot), at(T0 + 5)));
         for have in [0, 1, 3, u32::MAX] {
             let got = chunks(&after, 1, have);
             assert!(got.iter().all(|d| d.full), "have {have}: {got:?}");
@@ -1014,7 +1073,7 @@ mod tests {
         for i in 0..100 {
             add_card(&mut s, 1000 + i, &format!("X{i}"), 100, false);
         }
-        let index = Arc::new(AllowListIndex::start(1, &s, at(T0)));
+        let index = Arc::new(AllowListIndex::start(1, &compact(&s), at(T0)));
         let full = chunks(&index, 1, 0);
         let sizes: Vec<usize> = full.iter().map(|d| d.adds.len()).collect();
         assert_eq!(sizes, [30, 30, 30, 12], "A, M and 100 X");
@@ -1025,7 +1084,7 @@ mod tests {
         for i in 0..35 {
             add_card(&mut s, 2000 + i, &format!("Y{i}"), 100, false);
         }
-        let next = Arc::new(index.rebuild(&s, at(T0 + 1)));
+        let next = Arc::new(index.rebuild(&compact(&s), at(T0 + 1)));
         let mut copy = GateCopy::default();
         copy.sync(&index, 1);
         let delta = copy.sync(&next, 1);
@@ -1049,7 +1108,7 @@ mod tests {
     #[test]
     fn a_reply_keeps_the_index_it_started_on() {
         let mut s = base_snapshot();
-        let index = Arc::new(AllowListIndex::start(1, &s, at(T0)));
+        let index = Arc::new(AllowListIndex::start(1, &compact(&s), at(T0)));
         let key = site().gate_key(1);
         let reply = index.reply(
             1,
@@ -1060,7 +1119,7 @@ mod tests {
             },
         );
         card(&mut s, "A").enabled = false;
-        let next = index.rebuild(&s, at(T0 + 1));
+        let next = index.rebuild(&compact(&s), at(T0 + 1));
         assert_eq!(next.version(), 2);
         drop(next);
         let got: Vec<_> = reply.collect();
@@ -1073,27 +1132,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut s = base_snapshot();
-        let lists = AllowLists::open(&store, 0, &s, at(T0)).unwrap();
+        let lists = AllowLists::open(&store, 0, &compact(&s), at(T0)).unwrap();
         assert_eq!(lists.index().version(), 1);
         assert_eq!(
             store.setting(VERSION_SETTING).unwrap().as_deref(),
             Some("1")
         );
         card(&mut s, "A").enabled = false;
-        assert!(lists.rebuild(&store, 1, &s, at(T0 + 1)).unwrap());
+        assert!(lists.rebuild(&store, 1, &compact(&s), at(T0 + 1)).unwrap());
         assert_eq!(lists.revision(), 1);
         assert_eq!(
             store.setting(VERSION_SETTING).unwrap().as_deref(),
             Some("2")
         );
         assert!(
-            !lists.rebuild(&store, 2, &s, at(T0 + 2)).unwrap(),
+            !lists.rebuild(&store, 2, &compact(&s), at(T0 + 2)).unwrap(),
             "same data"
         );
         assert_eq!(lists.revision(), 2);
         // Time: not before the interval, then a window that closed.
         card(&mut s, "B").validity.until = Some(at(T0 + 30));
-        assert!(!lists.rebuild(&store, 3, &s, at(T0 + 3)).unwrap());
+        assert!(!lists.rebuild(&store, 3, &compact(&s), at(T0 + 3)).unwrap());
         assert!(
             !lists.retime_if_due(&store, at(T0 + 40)).unwrap(),
             "not due yet"
@@ -1106,9 +1165,32 @@ mod tests {
             store.setting(VERSION_SETTING).unwrap().as_deref(),
             Some("3")
         );
-        let again = AllowLists::open(&store, 3, &s, at(T0 + 100)).unwrap();
+        let again = AllowLists::open(&store, 3, &compact(&s), at(T0 + 100)).unwrap();
         assert_eq!((again.index().base(), again.index().version()), (4, 4));
         store.set_setting(VERSION_SETTING, "junk").unwrap();
-        assert!(AllowLists::open(&store, 3, &s, at(T0)).is_err());
+        assert!(AllowLists::open(&store, 3, &compact(&s), at(T0)).is_err());
+    }
+
+    #[test]
+    fn the_index_shares_the_snapshot_and_a_removed_card_can_come_back() {
+        let mut s = base_snapshot();
+        let first = compact(&s);
+        let index = Arc::new(AllowListIndex::start(1, &first, at(T0)));
+        assert!(Arc::ptr_eq(&index.snapshot, &first), "no copy of the cards");
+        let mut copy = GateCopy::default();
+        copy.sync(&index, 1);
+        let a = s.cards.remove(&hash("A")).unwrap();
+        let index = Arc::new(index.rebuild(&compact(&s), at(T0 + 1)));
+        assert_eq!(index.card_count(), 3, "A kept as a tombstone");
+        assert!(!index.contains(1, &hash("A")));
+        copy.sync(&index, 1);
+        assert_eq!(copy.entries, entries(1, &["M"]));
+        s.cards.insert(hash("A"), a);
+        let index = Arc::new(index.rebuild(&compact(&s), at(T0 + 2)));
+        assert_eq!(index.card_count(), 3, "no longer a tombstone");
+        let got = copy.sync(&index, 1);
+        assert!(!got[0].full);
+        assert_eq!(copy.entries, entries(1, &["A", "M"]));
+        assert!(index.retime(at(T0 + 3)).is_none());
     }
 }

@@ -15,11 +15,16 @@
 //! - [`allow_list`]: the gates' offline allow-lists and their versioned sync.
 //! - [`provisioning`]: what a gate is set up with (ids, keys, addresses), for the CLI and
 //!   the admin API.
+//! - [`events`]: the events pipeline: every event stored with its notifications
+//!   (accepted = committed), the event webhook, alert delivery with retries, reminders,
+//!   the console's live feed and `/metrics`.
 //!
 //! [`Hub::bind`] opens the store, binds every listener and (embedded MQTT) starts and
 //! provisions mosquitto and subscribes, so tests can bind port 0 and read the bound
 //! addresses; [`Hub::run`] serves until the shutdown future completes, then lets
-//! connections finish the answers they owe, stops the broker and the access-log writer.
+//! connections finish the answers they owe (live feeds end), stops the broker, lets the
+//! alert delivery workers finish their attempts in flight, and stops the access-log and
+//! event writers.
 //! [`serve`] is both in one call, for the `gatehouse` binary.
 
 pub mod access;
@@ -59,6 +64,8 @@ pub enum HubError {
     TimeZone(String),
     #[error("MQTT transport ([hub.mqtt]): {0}")]
     Mqtt(#[from] mqtt::MqttError),
+    #[error("events pipeline: {0}")]
+    Events(#[from] events::EventsError),
 }
 
 /// The hub's routes without the gate transport (landing page and health).
@@ -84,6 +91,10 @@ pub struct Hub {
     http_addr: SocketAddr,
     gate_tcp: Option<(TcpListener, SocketAddr)>,
     mqtt: Option<mqtt::MqttTransport>,
+    events: events::EventService,
+    delivery: events::delivery::DeliverySettings,
+    data_dir: std::path::PathBuf,
+    monitor: events::monitor::MonitorSettings,
 }
 
 async fn bind(addr: SocketAddr, key: &'static str) -> Result<(TcpListener, SocketAddr), HubError> {
@@ -101,6 +112,10 @@ impl Hub {
         let offset = time::UtcOffset::from_whole_seconds(config.hub.timezone_offset.seconds())
             .map_err(|e| HubError::TimeZone(e.to_string()))?;
         let access = AccessService::open(&config.general.data_dir, offset).await?;
+        let events = open_events(config, offset).await?;
+        gate_frames::raise_alarms_through(&access, &events, &config.general.data_dir);
+        let delivery = events::delivery::DeliverySettings::from_config(&config.hub.alerts)
+            .map_err(events::EventsError::Sender)?;
         let mut admin = admin::AdminApi::open(config, access.clone()).await?;
         let (http, http_addr) = bind(config.hub.http_listen, "hub.http_listen").await?;
         let gate_tcp = match config.hub.gate_tcp_listen {
@@ -120,6 +135,10 @@ impl Hub {
             http_addr,
             gate_tcp,
             mqtt,
+            events,
+            delivery,
+            data_dir: config.general.data_dir.clone(),
+            monitor: events::monitor::MonitorSettings::from_config(&config.hub.alerts),
         })
     }
 
@@ -145,12 +164,23 @@ impl Hub {
         &self.access
     }
 
+    /// The events pipeline (submit events, counters).
+    pub fn events(&self) -> &events::EventService {
+        &self.events
+    }
+
+    /// The counters of Frigate messages taken over MQTT (`None` when MQTT is off).
+    pub fn frigate_counters(&self) -> Option<std::sync::Arc<events::frigate::FrigateCounters>> {
+        self.mqtt.as_ref().map(|m| m.frigate_counters())
+    }
+
     /// The admin API (tests set its clock).
     pub fn admin_mut(&mut self) -> &mut admin::AdminApi {
         &mut self.admin
     }
 
-    /// Serves until `shutdown` completes, then drains and stops the access log.
+    /// Serves until `shutdown` completes, then drains and stops the access log and the
+    /// events pipeline (see the module docs for the order).
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -171,11 +201,32 @@ impl Hub {
                 stop_rx.clone(),
             ))
         });
-        let mqtt = self
-            .mqtt
-            .map(|m| tokio::spawn(m.run(self.access.clone(), stop_rx.clone())));
+        let mqtt = self.mqtt.map(|m| {
+            tokio::spawn(m.run(self.access.clone(), self.events.clone(), stop_rx.clone()))
+        });
+        let delivery = events::delivery::spawn(
+            &self.data_dir,
+            self.events.clone(),
+            self.delivery,
+            stop_rx.clone(),
+        );
+        let repeats = events::repeat::spawn(&self.data_dir, self.events.clone(), stop_rx.clone());
+        let monitor = events::monitor::spawn(
+            &self.data_dir,
+            self.monitor,
+            self.events.clone(),
+            self.access.clone(),
+            stop_rx.clone(),
+        );
         let app = router()
             .merge(http::routes(self.access.clone()))
+            .merge(events::routes(
+                &self.events,
+                self.admin.clone(),
+                self.access.clone(),
+                &self.data_dir,
+                stop_rx.clone(),
+            ))
             .merge(admin::routes(self.admin));
         tracing::info!(addr = %self.http_addr, "hub listening");
         let mut http_stop = stop_rx.clone();
@@ -196,11 +247,31 @@ impl Hub {
         if let Some(m) = mqtt {
             let _ = m.await;
         }
+        // Delivery workers finish their attempts in flight and may raise dead-letter
+        // events: before the writer stops.
+        let _ = delivery.await;
+        let _ = repeats.await;
         let _ = refresher.await;
         let access = self.access;
         let _ = tokio::task::spawn_blocking(move || access.shutdown()).await;
+        let events = self.events;
+        let _ = tokio::task::spawn_blocking(move || events.shutdown()).await;
+        // Last: removes the running marker (a clean shutdown).
+        monitor.finish().await;
         served
     }
+}
+
+/// Opens the events pipeline (its writer thread) on a blocking thread.
+async fn open_events(
+    config: &Config,
+    offset: time::UtcOffset,
+) -> Result<events::EventService, HubError> {
+    let dir = config.general.data_dir.clone();
+    tokio::task::spawn_blocking(move || events::EventService::open(&dir, offset))
+        .await
+        .map_err(|e| events::EventsError::Task(e.to_string()))?
+        .map_err(HubError::from)
 }
 
 /// Completes once the stop flag is set (or its sender is gone).

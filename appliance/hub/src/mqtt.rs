@@ -1,5 +1,8 @@
-//! The gates' MQTT transport: sealed binary frames of the gate link (the same bytes as on
-//! raw TCP, one frame per message) relayed by mosquitto.
+//! The hub's MQTT client: the gates' transport (sealed binary frames of the gate link, the
+//! same bytes as on raw TCP, one frame per message) and the NVRs' Frigate messages
+//! (`<prefix>/events`, `<prefix>/reviews`), both relayed by mosquitto.
+//!
+//! # Gate link
 //!
 //! Gates publish to `hub.mqtt.request_topic`; the hub, connected as its own user
 //! (`hub.mqtt.username`), subscribes to it, handles every payload with
@@ -17,69 +20,159 @@
 //! QoS 0 both ways: the gate link is request/answer with its own timeouts and retries (a
 //! gate that gets no decision decides from its allow-list; offline batches are resent
 //! until acknowledged; allow-list requests are repeated), so MQTT-level acknowledgements
-//! would add only a second small write per message. The connection sets TCP_NODELAY
-//! (rumqttc's default leaves Nagle on, which holds a small answer back until the broker's
-//! delayed ACK: about 40 ms per message).
+//! would add only a second small write per message. The hub subscribes to the request
+//! topic at QoS 0 also because its session outlives its connection (below): requests
+//! published while the hub is away are not queued for it (a decision for a card read
+//! minutes ago would be worse than none). The connection sets TCP_NODELAY (rumqttc's
+//! default leaves Nagle on, which holds a small answer back until the broker's delayed
+//! ACK: about 40 ms per message).
 //!
-//! Broker accounts. Each gate's MQTT account is its store `mqtt_username` with the
-//! password [`gate_password`]: lowercase hex of HMAC-SHA-256(gate secret,
-//! [`GATE_PASSWORD_LABEL`]). Nothing new is stored, rotating the gate's secret rotates
-//! its MQTT password, and the gate derives it from the secret it already holds. The ACL
-//! (see `gatehouse_broker::acl`) lets a gate write only the request topic and read only
-//! its own response topic.
+//! # Frigate
 //!
-//! Modes (`hub.mqtt.mode`):
-//! - `embedded`: [`MqttTransport::start`] provisions mosquitto from the store's gates
-//!   (the hub's password random, kept 0600 in `<data_dir>/mqtt-hub.password`) and runs
-//!   it from `<data_dir>/mosquitto/`; when the store's revision moves and the set of gate
-//!   accounts changed, it rewrites the password and ACL files and reloads mosquitto
-//!   (SIGHUP); the broker is stopped when the transport stops. `start` returns once the
-//!   hub is subscribed, so a gate may publish as soon as `Hub::bind` returned.
+//! Every enabled event source of kind `nvr` with an MQTT prefix
+//! ([`Store::nvr_mqtt_prefixes`]) is an NVR speaking Frigate's MQTT. The hub subscribes to
+//! `<prefix>/events` and `<prefix>/reviews` at QoS 1 and hands each message to
+//! [`FrigateIngest`] (parse, then [`EventService::submit`]). Nothing is lost on the way:
+//! - the hub's session is persistent: `clean_session = false` with the stable client id
+//!   [`CLIENT_ID`], so the broker keeps its subscriptions and queues QoS 1 messages while
+//!   the hub is away (crashed, restarting, or the broker restarted with persistence);
+//! - acknowledgements are manual: a Frigate message is acknowledged only after its event
+//!   is committed, or once it is known never to be (invalid payload, false positive,
+//!   refused by the store: counted, see
+//!   [`FrigateStats`](crate::events::frigate::FrigateStats)); while the store fails the
+//!   submit is retried and the message stays unacknowledged, so after a crash the broker
+//!   delivers it again. A message delivered twice folds into the same event in the store
+//!   (same source and Frigate id).
+//! - each message is submitted on its own task, so the event loop (and the gates'
+//!   traffic) never waits for a commit; messages about one Frigate object (one external
+//!   id) are submitted in arrival order, one after the other. Acknowledgements go through
+//!   the client's request channel; an acknowledgement owed on a connection that has since
+//!   dropped is not sent (the broker delivers the message again on the new connection).
+//!   Gate requests arrive at QoS 0 and need none; mosquitto keeps sending them while
+//!   Frigate messages wait for their commits (its in-flight limit counts QoS 1 only).
+//!
+//! Subscriptions follow the store (polled every [`REFRESH_INTERVAL`]: event sources have
+//! no revision counter): a new NVR is subscribed, a removed or disabled one unsubscribed,
+//! and every connection subscribes again to all of them. A message on the topic of a
+//! source that is gone is acknowledged and counted.
+//!
+//! NVR prefixes are topic names without wildcards that overlap neither the gate link's
+//! topics nor each other (`gatehouse_broker::check_nvr_prefix`, which the admin API and
+//! CLI should call before they register one); a source whose prefix breaks these rules is
+//! left out (lowest source id first), with a warning.
+//!
+//! # Broker accounts
+//!
+//! Each gate's MQTT account is its store `mqtt_username` with the password
+//! [`gate_password`]: lowercase hex of HMAC-SHA-256(gate secret, [`GATE_PASSWORD_LABEL`]).
+//! Nothing new is stored, rotating the gate's secret rotates its MQTT password, and the
+//! gate derives it from the secret it already holds. The ACL (see `gatehouse_broker::acl`)
+//! lets a gate write only the request topic and read only its own response topic.
+//!
+//! Each NVR source's account is `nvr-<source name>` ([`nvr_mqtt_username`]) with the
+//! password [`nvr_mqtt_password`]: lowercase hex of HMAC-SHA-256(K, [`NVR_PASSWORD_LABEL`]
+//! || source id as 8 bytes big-endian || SHA-256 of the source's API key), where K is
+//! `SiteKey::nvr_mqtt_key` (derived from the site key, which never leaves the box).
+//! Nothing new is stored; rotating the source's API key rotates its MQTT password; a copy
+//! of the database alone does not give it. [`nvr_mqtt_credentials`] prints it for the
+//! admin API and CLI. Its ACL: read and write `<prefix>/#` (Frigate publishes many topics
+//! under its prefix and subscribes to its own `.../set` topics); the hub reads
+//! `<prefix>/events` and `<prefix>/reviews`.
+//!
+//! # Modes (`hub.mqtt.mode`)
+//!
+//! - `embedded`: [`MqttTransport::start`] provisions mosquitto from the store's gates and
+//!   NVR sources (the hub's password random, kept 0600 in `<data_dir>/mqtt-hub.password`)
+//!   and runs it from `<data_dir>/mosquitto/`; when the accounts change it rewrites the
+//!   password and ACL files and reloads mosquitto (SIGHUP); the broker is stopped when the
+//!   transport stops. `start` returns once the hub is subscribed, so a gate may publish
+//!   as soon as `Hub::bind` returned. The embedded broker keeps its sessions in
+//!   `<data_dir>/mosquitto/db/` (persistence on: written when it stops, which includes
+//!   the hub dying, as mosquitto then gets SIGTERM, and every 30 minutes; a broker killed
+//!   outright or a power cut loses the messages it held for the hub since then), queues up
+//!   to [`EMBEDDED_MAX_QUEUED`] messages per client, accepts payloads up to
+//!   [`BROKER_MESSAGE_LIMIT`] bytes, and upgrades deliveries to the subscriber's QoS
+//!   (`upgrade_outgoing_qos`: Frigate publishes at QoS 0; the hub gets its messages at
+//!   QoS 1, kept until acknowledged; a gate gets its answers at the QoS it subscribed
+//!   with).
 //! - `external`: connect to `hub.mqtt.broker` with the password in
 //!   `hub.mqtt.password_file`; if `hub.mqtt.provision_dir` is set, the password and ACL
 //!   files are written there on every change (reloading that broker is its owner's job).
+//!   That broker should be set up like the embedded one: persistence on, a
+//!   `message_size_limit` of at most [`BROKER_MESSAGE_LIMIT`] (a larger message on a
+//!   Frigate topic breaks the hub's connection, and it would be redelivered forever) and
+//!   `upgrade_outgoing_qos true` (else Frigate's QoS 0 messages published while the hub
+//!   is away are not kept for it).
 
 use crate::access::{AccessService, GateAuth, REFRESH_INTERVAL};
 use crate::drops::DropKind;
+use crate::events::frigate::{FrigateCounters, FrigateIngest, FrigateSource};
+use crate::events::EventService;
 use crate::gate_frames::{self, Answer, Peer, ReplySink};
+use gatehouse_alerts::frigate::FrigateTopic;
+use gatehouse_alerts::model::SourceId;
+use gatehouse_broker::acl::nvr_hub_topics;
 use gatehouse_broker::{
-    random_password, Account, BrokerConfig, BrokerError, BrokerFiles, GateAccount, Mosquitto,
-    Provisioning, Topics,
+    check_nvr_prefix, random_password, Account, BrokerConfig, BrokerError, BrokerFiles,
+    GateAccount, Mosquitto, NvrAccount, Persistence, Provisioning, Topics,
 };
 use gatehouse_config::{Config, MqttMode};
 use gatehouse_gate_proto::{Error as ProtoError, Frame, GateKey, MAX_FRAME_LEN};
+use gatehouse_store::{SiteKey, Store, StoreError};
 use hmac::{Hmac, Mac};
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing, Packet, Publish, QoS,
+    SubscribeFilter,
 };
 use sha2::Sha256;
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 
 /// The HMAC label of a gate's MQTT password (see [`gate_password`]).
 pub const GATE_PASSWORD_LABEL: &[u8] = b"gatehouse mqtt password v1";
+/// The HMAC label of an NVR's MQTT password (see [`nvr_mqtt_password`]).
+pub const NVR_PASSWORD_LABEL: &[u8] = b"gatehouse nvr mqtt password v1";
+/// What an NVR source's MQTT user name starts with (then its source name).
+pub const NVR_USERNAME_PREFIX: &str = "nvr-";
 /// The hub's password file in the data directory (embedded mode, when
 /// `hub.mqtt.password_file` is empty).
 pub const HUB_PASSWORD_FILE: &str = "mqtt-hub.password";
 /// The embedded broker's directory in the data directory.
 pub const BROKER_DIR: &str = "mosquitto";
+/// The embedded broker's persistence directory, inside [`BROKER_DIR`].
+pub const PERSISTENCE_DIR: &str = "db";
+/// Largest payload the embedded broker accepts (`message_size_limit`): Frigate's
+/// snapshots (a JPEG per camera and object) fit; the hub's incoming packet limit is this
+/// plus the largest MQTT header, so anything the broker delivers reaches the hub whole.
+pub const BROKER_MESSAGE_LIMIT: u32 = 1 << 20;
+/// Most messages the embedded broker queues per client (`max_queued_messages`; mosquitto's
+/// default, 1000, would drop Frigate messages when the hub falls behind a burst).
+pub const EMBEDDED_MAX_QUEUED: u32 = 100_000;
 /// First wait before reconnecting to a broker that went away; doubled up to
 /// [`MAX_BACKOFF`].
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Largest MQTT packet the hub accepts or sends: a frame is at most `MAX_FRAME_LEN`; the
-/// margin lets an oversize payload be counted instead of breaking the connection.
+/// Largest MQTT packet the hub sends: a frame is at most `MAX_FRAME_LEN`.
 pub const MAX_PACKET: usize = 64 * 1024;
+/// Largest MQTT packet the hub accepts (remaining length): a payload of
+/// [`BROKER_MESSAGE_LIMIT`] with a topic of up to 65535 bytes, its length and the packet
+/// id (MQTT 3.1.1 section 3.3). Larger payloads than a frame or a Frigate message are
+/// counted and dropped, not a broken connection.
+pub const MAX_INCOMING_PACKET: usize = BROKER_MESSAGE_LIMIT as usize + 2 + 65_535 + 2;
+/// The hub's MQTT client id: stable, so the broker finds its session again.
+pub const CLIENT_ID: &str = "gatehouse-hub";
 /// How long `start` waits for the embedded broker to accept the hub's subscription.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long stopping waits for owed answers to go out.
+/// How long stopping waits for owed answers and acknowledgements to go out.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
-const CLIENT_ID: &str = "gatehouse-hub";
 const TRANSPORT: &str = "mqtt";
 
 /// Why the MQTT transport could not start.
@@ -104,22 +197,66 @@ pub enum MqttError {
         topic: String,
         detail: String,
     },
+    #[error("cannot read the NVR sources from the store in {dir}: {source}")]
+    Store {
+        dir: PathBuf,
+        #[source]
+        source: StoreError,
+    },
     #[error("the MQTT transport's background work failed: {0}")]
     Task(String),
 }
 
-/// A gate's MQTT password: lowercase hex of HMAC-SHA-256(`key`, [`GATE_PASSWORD_LABEL`]).
-pub fn gate_password(key: &GateKey) -> String {
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
     // HMAC accepts keys of any length; the fallback is never taken.
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
         return String::new();
     };
-    mac.update(GATE_PASSWORD_LABEL);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    for p in parts {
+        mac.update(p);
+    }
+    hex(&mac.finalize().into_bytes())
+}
+
+/// A gate's MQTT password: lowercase hex of HMAC-SHA-256(`key`, [`GATE_PASSWORD_LABEL`]).
+pub fn gate_password(key: &GateKey) -> String {
+    hmac_hex(key, &[GATE_PASSWORD_LABEL])
+}
+
+/// An NVR source's MQTT user name: `nvr-<source name>` (source names are
+/// `[A-Za-z0-9._-]{1,64}`, valid mosquitto user names).
+pub fn nvr_mqtt_username(source_name: &str) -> String {
+    format!("{NVR_USERNAME_PREFIX}{source_name}")
+}
+
+/// An NVR source's MQTT password: lowercase hex of HMAC-SHA-256(`site_key.nvr_mqtt_key()`,
+/// [`NVR_PASSWORD_LABEL`] || `source` as 8 bytes big-endian || `key_hash`), where
+/// `key_hash` is SHA-256 of the source's API key (`Store::event_source_key_hash`).
+pub fn nvr_mqtt_password(site_key: &SiteKey, source: SourceId, key_hash: &[u8; 32]) -> String {
+    hmac_hex(
+        &site_key.nvr_mqtt_key(),
+        &[NVR_PASSWORD_LABEL, &source.to_be_bytes(), key_hash],
+    )
+}
+
+/// The MQTT user name and password of event source `source`, to show the admin who sets
+/// up the NVR (Frigate's `mqtt.user` and `mqtt.password`). The broker has this account
+/// while the source is an enabled NVR with an MQTT prefix.
+pub fn nvr_mqtt_credentials(
+    store: &Store,
+    site_key: &SiteKey,
+    source: SourceId,
+) -> Result<(String, String), StoreError> {
+    let s = store.event_source(source)?;
+    let hash = store.event_source_key_hash(source)?;
+    Ok((
+        nvr_mqtt_username(&s.name),
+        nvr_mqtt_password(site_key, s.id, &hash),
+    ))
 }
 
 /// The broker account of each gate.
@@ -130,6 +267,105 @@ fn gate_accounts(gates: &[Arc<GateAuth>]) -> Vec<GateAccount> {
         .collect()
 }
 
+/// An NVR source in effect, with its broker password.
+#[derive(Clone, PartialEq, Eq)]
+struct Nvr {
+    source: Arc<FrigateSource>,
+    password: String,
+}
+
+impl std::fmt::Debug for Nvr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nvr")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Nvr {
+    fn account(&self) -> NvrAccount {
+        NvrAccount::new(
+            self.source.prefix.clone(),
+            Account::new(nvr_mqtt_username(&self.source.name), self.password.clone()),
+        )
+    }
+}
+
+/// The NVR sources the hub takes Frigate messages from, and why others are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct NvrSet {
+    nvrs: Vec<Nvr>,
+    left_out: Vec<String>,
+}
+
+impl NvrSet {
+    fn accounts(&self) -> Vec<NvrAccount> {
+        self.nvrs.iter().map(Nvr::account).collect()
+    }
+
+    fn warn_left_out(&self) {
+        for why in &self.left_out {
+            tracing::warn!("NVR source left out of MQTT: {why}");
+        }
+    }
+}
+
+/// The hub's own connection to the store for the NVR sources (event sources carry no
+/// revision, so they are polled).
+struct SourceReader {
+    store: Store,
+    site_key: SiteKey,
+    topics: Topics,
+}
+
+impl SourceReader {
+    /// Opens the store in `data_dir`. Blocking.
+    fn open(data_dir: &Path, topics: Topics) -> Result<SourceReader, MqttError> {
+        let err = |source| MqttError::Store {
+            dir: data_dir.to_owned(),
+            source,
+        };
+        Ok(SourceReader {
+            store: Store::open(data_dir).map_err(err)?,
+            site_key: SiteKey::load_or_create(data_dir).map_err(err)?,
+            topics,
+        })
+    }
+
+    /// The enabled NVR sources with a usable prefix, lowest id first. Blocking.
+    fn read(&self) -> Result<NvrSet, StoreError> {
+        let mut set = NvrSet::default();
+        for s in self.store.nvr_mqtt_prefixes()? {
+            let Some(prefix) = s.mqtt_prefix else {
+                continue;
+            };
+            let taken = set.nvrs.iter().map(|n| n.source.prefix.as_str());
+            if let Err(e) = check_nvr_prefix(&prefix, &self.topics, taken) {
+                set.left_out.push(format!("source {:?}: {e}", s.name));
+                continue;
+            }
+            let hash = self.store.event_source_key_hash(s.id)?;
+            set.nvrs.push(Nvr {
+                password: nvr_mqtt_password(&self.site_key, s.id, &hash),
+                source: Arc::new(FrigateSource {
+                    id: s.id,
+                    name: s.name,
+                    prefix,
+                    base_url: s.base_url,
+                }),
+            });
+        }
+        Ok(set)
+    }
+}
+
+/// Every account the broker should have besides the hub's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Accounts {
+    gates: Vec<GateAccount>,
+    nvrs: Vec<NvrAccount>,
+}
+
 /// Where the accounts go.
 enum Sink {
     /// The hub's own mosquitto.
@@ -138,43 +374,50 @@ enum Sink {
     Files(BrokerFiles),
 }
 
-/// Keeps the broker's accounts equal to the store's gates.
+/// Keeps the broker's accounts equal to the store's gates and NVR sources.
 struct Provisioner {
     hub: Account,
     topics: Topics,
     sink: Sink,
-    /// The gate accounts last written.
-    current: Vec<GateAccount>,
+    /// The accounts last written.
+    current: Accounts,
 }
 
 impl std::fmt::Debug for Provisioner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Provisioner")
-            .field("gates", &self.current.len())
+            .field("gates", &self.current.gates.len())
+            .field("nvrs", &self.current.nvrs.len())
             .finish_non_exhaustive()
     }
 }
 
-/// The hub's account and every gate account that can be written (a gate whose user name
-/// collides with another account is left out, with a warning).
+/// The hub's account and every gate and NVR account that can be written (one whose user
+/// name collides with another account is left out, with a warning).
 fn provisioning(
     hub: &Account,
     topics: &Topics,
-    gates: &[GateAccount],
+    accounts: &Accounts,
 ) -> Result<Provisioning, MqttError> {
     let mut p = Provisioning::new(hub.clone(), topics.clone())?;
-    for g in gates {
+    for g in &accounts.gates {
         if let Err(e) = p.add_gate(g.clone()) {
             tracing::warn!(gate = g.gate_id, error = %e, "gate left out of the MQTT broker's accounts");
+        }
+    }
+    for n in &accounts.nvrs {
+        if let Err(e) = p.add_nvr(n.clone()) {
+            tracing::warn!(user = %n.account.username, error = %e,
+                "NVR left out of the MQTT broker's accounts");
         }
     }
     Ok(p)
 }
 
 impl Provisioner {
-    /// Writes `gates` (and reloads an embedded broker). Blocking.
-    fn apply(&mut self, gates: Vec<GateAccount>) -> Result<(), MqttError> {
-        let p = provisioning(&self.hub, &self.topics, &gates)?;
+    /// Writes `accounts` (and reloads an embedded broker). Blocking.
+    fn apply(&mut self, accounts: Accounts) -> Result<(), MqttError> {
+        let p = provisioning(&self.hub, &self.topics, &accounts)?;
         match &mut self.sink {
             Sink::Embedded(m) => m.reprovision(&p)?,
             Sink::Files(files) => {
@@ -187,8 +430,12 @@ impl Provisioner {
                 p.write_credentials(files)?;
             }
         }
-        tracing::info!(gates = p.gates().len(), "MQTT broker accounts provisioned");
-        self.current = gates;
+        tracing::info!(
+            gates = p.gates().len(),
+            nvrs = p.nvrs().len(),
+            "MQTT broker accounts provisioned"
+        );
+        self.current = accounts;
         Ok(())
     }
 
@@ -239,6 +486,11 @@ pub struct MqttTransport {
     topics: Topics,
     broker_addr: Option<SocketAddr>,
     provisioner: Option<Provisioner>,
+    sources: SourceReader,
+    nvrs: NvrSet,
+    /// Messages that arrived before `start` returned (a resumed session's queue).
+    early: Vec<Publish>,
+    frigate: Arc<FrigateCounters>,
 }
 
 impl std::fmt::Debug for MqttTransport {
@@ -246,6 +498,7 @@ impl std::fmt::Debug for MqttTransport {
         f.debug_struct("MqttTransport")
             .field("topics", &self.topics)
             .field("broker_addr", &self.broker_addr)
+            .field("nvrs", &self.nvrs)
             .finish_non_exhaustive()
     }
 }
@@ -258,6 +511,34 @@ fn resolve_addr(hostport: &str) -> Result<(String, u16), MqttError> {
     Ok((host.to_owned(), port))
 }
 
+/// Every subscription of the hub: the request topic at QoS 0, each NVR's Frigate topics at
+/// QoS 1.
+fn subscriptions(topics: &Topics, nvrs: &NvrSet) -> Vec<SubscribeFilter> {
+    std::iter::once(SubscribeFilter::new(
+        topics.request().to_owned(),
+        QoS::AtMostOnce,
+    ))
+    .chain(nvrs.nvrs.iter().flat_map(|n| {
+        nvr_hub_topics(&n.source.prefix)
+            .into_iter()
+            .map(|t| SubscribeFilter::new(t, QoS::AtLeastOnce))
+    }))
+    .collect()
+}
+
+/// The embedded broker's settings (see the module docs).
+fn embedded_broker_config(listen: SocketAddr, broker_dir: &Path) -> BrokerConfig {
+    let loopback = listen.ip() == std::net::IpAddr::from(Ipv4Addr::LOCALHOST);
+    BrokerConfig {
+        persistence: Persistence::Directory(broker_dir.join(PERSISTENCE_DIR)),
+        max_queued_messages: Some(EMBEDDED_MAX_QUEUED),
+        message_size_limit: Some(BROKER_MESSAGE_LIMIT),
+        upgrade_outgoing_qos: true,
+        lan_listener: (!loopback).then_some(listen),
+        ..BrokerConfig::loopback(if loopback { listen.port() } else { 0 })
+    }
+}
+
 impl MqttTransport {
     /// Starts the transport as `config.hub.mqtt` says; `None` when its mode is `off`.
     pub async fn start(
@@ -265,52 +546,67 @@ impl MqttTransport {
         service: &AccessService,
     ) -> Result<Option<MqttTransport>, MqttError> {
         let m = &config.hub.mqtt;
+        if m.mode == MqttMode::Off {
+            return Ok(None);
+        }
         let topics = Topics::new(&m.request_topic, &m.response_prefix)?;
-        let gates = gate_accounts(&service.gates());
+        let data_dir = std::path::absolute(&config.general.data_dir).map_err(|e| {
+            MqttError::Broker(BrokerError::Io {
+                path: config.general.data_dir.clone(),
+                source: e,
+            })
+        })?;
+        let (sources, nvrs) = {
+            let (dir, t) = (data_dir.clone(), topics.clone());
+            tokio::task::spawn_blocking(move || {
+                let sources = SourceReader::open(&dir, t)?;
+                let nvrs = sources.read().map_err(|source| MqttError::Store {
+                    dir: dir.clone(),
+                    source,
+                })?;
+                Ok::<_, MqttError>((sources, nvrs))
+            })
+            .await
+            .map_err(|e| MqttError::Task(e.to_string()))??
+        };
+        nvrs.warn_left_out();
+        let accounts = Accounts {
+            gates: gate_accounts(&service.gates()),
+            nvrs: nvrs.accounts(),
+        };
         let (host, port, broker_addr, provisioner) = match m.mode {
             MqttMode::Off => return Ok(None),
             MqttMode::Embedded => {
-                let data_dir = std::path::absolute(&config.general.data_dir).map_err(|e| {
-                    MqttError::Broker(BrokerError::Io {
-                        path: config.general.data_dir.clone(),
-                        source: e,
-                    })
-                })?;
                 let pw_path = if m.password_file.as_os_str().is_empty() {
                     data_dir.join(HUB_PASSWORD_FILE)
                 } else {
                     m.password_file.clone()
                 };
                 let hub = Account::new(&m.username, hub_password(&pw_path, true)?);
-                let p = provisioning(&hub, &topics, &gates)?;
-                let loopback = m.listen.ip() == std::net::IpAddr::from(Ipv4Addr::LOCALHOST);
-                let broker_config = if loopback {
-                    BrokerConfig::loopback(m.listen.port())
-                } else {
-                    BrokerConfig {
-                        lan_listener: Some(m.listen),
-                        ..BrokerConfig::loopback(0)
-                    }
-                };
-                let files = BrokerFiles::new(data_dir.join(BROKER_DIR));
+                let p = provisioning(&hub, &topics, &accounts)?;
+                let broker_dir = data_dir.join(BROKER_DIR);
+                let broker_config = embedded_broker_config(m.listen, &broker_dir);
+                let files = BrokerFiles::new(broker_dir);
                 let mosquitto = tokio::task::spawn_blocking(move || {
                     Mosquitto::start(files, &p, &broker_config)
                 })
                 .await
                 .map_err(|e| MqttError::Task(e.to_string()))??;
                 let addr = mosquitto.address();
+                let loopback = m.listen.ip() == std::net::IpAddr::from(Ipv4Addr::LOCALHOST);
                 tracing::info!(
                     %addr,
                     gates_listen = %(if loopback { addr } else { m.listen }),
                     pid = mosquitto.pid(),
-                    gates = gates.len(),
+                    gates = accounts.gates.len(),
+                    nvrs = accounts.nvrs.len(),
                     "MQTT broker ready"
                 );
                 let provisioner = Provisioner {
                     hub: hub.clone(),
                     topics: topics.clone(),
                     sink: Sink::Embedded(mosquitto),
-                    current: gates,
+                    current: accounts,
                 };
                 (
                     addr.ip().to_string(),
@@ -329,10 +625,9 @@ impl MqttTransport {
                         hub: Account::new(&m.username, password.clone()),
                         topics: topics.clone(),
                         sink: Sink::Files(BrokerFiles::new(&m.provision_dir)),
-                        current: Vec::new(),
+                        current: Accounts::default(),
                     };
-                    let g = gates.clone();
-                    p = tokio::task::spawn_blocking(move || p.apply(g).map(|()| p))
+                    p = tokio::task::spawn_blocking(move || p.apply(accounts).map(|()| p))
                         .await
                         .map_err(|e| MqttError::Task(e.to_string()))??;
                     Some(p)
@@ -349,8 +644,11 @@ impl MqttTransport {
         options
             .set_credentials(&m.username, password)
             .set_keep_alive(Duration::from_secs(15))
-            .set_clean_session(true)
-            .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+            // The broker keeps the hub's subscriptions and queued QoS 1 messages while it
+            // is away; every message is acknowledged by the hub itself.
+            .set_clean_session(false)
+            .set_manual_acks(true)
+            .set_max_packet_size(MAX_INCOMING_PACKET, MAX_PACKET);
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         eventloop.set_network_options(low_latency());
         let mut t = MqttTransport {
@@ -359,6 +657,10 @@ impl MqttTransport {
             topics,
             broker_addr,
             provisioner: provisioner.map(|(p, _)| p),
+            sources,
+            nvrs,
+            early: Vec::new(),
+            frigate: Arc::default(),
         };
         if m.mode == MqttMode::Embedded {
             t.wait_subscribed().await?;
@@ -368,12 +670,18 @@ impl MqttTransport {
         Ok(Some(t))
     }
 
-    /// Polls until the broker granted the request-topic subscription.
+    /// Polls until the broker granted the hub's subscriptions, keeping the messages a
+    /// resumed session delivers meanwhile.
     async fn wait_subscribed(&mut self) -> Result<(), MqttError> {
         let addr = self
             .broker_addr
             .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
-        let topic = self.topics.request().to_owned();
+        let filters = subscriptions(&self.topics, &self.nvrs);
+        let topic = filters
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         let not_ready = |detail: String| MqttError::NotReady {
             addr,
             topic: topic.clone(),
@@ -382,9 +690,13 @@ impl MqttTransport {
         let wait = async {
             loop {
                 match self.eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        tracing::debug!(
+                            session_present = ack.session_present,
+                            "MQTT transport connected"
+                        );
                         self.client
-                            .try_subscribe(self.topics.request(), QoS::AtLeastOnce)
+                            .try_subscribe_many(filters.clone())
                             .map_err(|e| not_ready(e.to_string()))?;
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
@@ -398,6 +710,7 @@ impl MqttTransport {
                             Err(not_ready(format!("refused: {:?}", ack.return_codes)))
                         };
                     }
+                    Ok(Event::Incoming(Packet::Publish(p))) => self.early.push(p),
                     Ok(_) => {}
                     Err(e) => return Err(not_ready(e.to_string())),
                 }
@@ -406,7 +719,7 @@ impl MqttTransport {
         tokio::time::timeout(READY_TIMEOUT, wait)
             .await
             .map_err(|_| not_ready(format!("no answer within {READY_TIMEOUT:?}")))??;
-        tracing::info!(topic = %self.topics.request(), "MQTT transport subscribed");
+        tracing::info!(topics = %topic, "MQTT transport subscribed");
         Ok(())
     }
 
@@ -421,78 +734,215 @@ impl MqttTransport {
         &self.topics
     }
 
-    /// Serves until `stop` turns true; then publishes the answers it owes (bounded by a
-    /// few seconds), disconnects, and stops an embedded broker.
-    pub async fn run(self, service: AccessService, stop: watch::Receiver<bool>) {
+    /// The Frigate counters (received, committed, dropped by reason).
+    pub fn frigate_counters(&self) -> Arc<FrigateCounters> {
+        Arc::clone(&self.frigate)
+    }
+
+    /// Serves until `stop` turns true; then publishes the answers and acknowledgements it
+    /// owes (bounded by a few seconds), disconnects, and stops an embedded broker.
+    pub async fn run(
+        self,
+        service: AccessService,
+        events: EventService,
+        stop: watch::Receiver<bool>,
+    ) {
         let MqttTransport {
             client,
             eventloop,
             topics,
             provisioner,
+            sources,
+            nvrs,
+            early,
+            frigate,
             ..
         } = self;
-        let provisioner =
-            provisioner.map(|p| tokio::spawn(keep_provisioned(p, service.clone(), stop.clone())));
-        serve(eventloop, client, topics, service, stop).await;
-        if let Some(task) = provisioner {
-            if let Ok(Some(p)) = task.await {
-                let _ = tokio::task::spawn_blocking(move || p.stop()).await;
-            }
+        // What `start` subscribed to; a newer set from the follower shows as a change.
+        let initial_routes = routes(&nvrs);
+        let (nvrs_tx, nvrs_rx) = watch::channel(nvrs.clone());
+        let follower = tokio::spawn(follow_store(
+            Follower {
+                provisioner,
+                sources,
+                nvrs,
+                nvrs_tx,
+            },
+            service.clone(),
+            stop.clone(),
+        ));
+        let mut session = Session::new(
+            client,
+            topics,
+            service,
+            FrigateIngest::new(events, frigate),
+            stop,
+        );
+        session.routes = initial_routes;
+        session.serve(eventloop, nvrs_rx, early).await;
+        if let Ok(Some(p)) = follower.await {
+            let _ = tokio::task::spawn_blocking(move || p.stop()).await;
         }
     }
 }
 
-/// Re-provisions when the store's revision moved and the gate accounts changed. Returns
-/// the provisioner (to stop the broker) unless a provisioning thread panicked.
-async fn keep_provisioned(
-    mut p: Provisioner,
+/// What follows the store: the broker's accounts (when the hub provisions them) and the
+/// NVR sources the hub subscribes to.
+struct Follower {
+    provisioner: Option<Provisioner>,
+    sources: SourceReader,
+    /// The NVR sources last published to the session.
+    nvrs: NvrSet,
+    nvrs_tx: watch::Sender<NvrSet>,
+}
+
+/// Every [`REFRESH_INTERVAL`]: re-reads the gates (when the store's revision moved) and the
+/// NVR sources; re-provisions the broker when the accounts changed; then tells the session
+/// about new NVR sources (after their accounts and the hub's ACL exist). Returns the
+/// provisioner (to stop the broker) unless a blocking task panicked.
+async fn follow_store(
+    mut f: Follower,
     service: AccessService,
     mut stop: watch::Receiver<bool>,
 ) -> Option<Provisioner> {
     let mut tick = tokio::time::interval(REFRESH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut done_revision = service.revision();
+    let mut gates_revision = service.revision();
+    let mut gates = f
+        .provisioner
+        .as_ref()
+        .map(|p| p.current.gates.clone())
+        .unwrap_or_default();
     let mut failing = false;
+    let mut read_failing = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = crate::stopped(&mut stop) => break,
         }
         let revision = service.revision();
-        if revision == done_revision {
-            continue;
+        if revision != gates_revision && f.provisioner.is_some() {
+            gates = gate_accounts(&service.gates());
         }
-        let gates = gate_accounts(&service.gates());
-        if gates == p.current {
-            done_revision = revision;
-            continue;
-        }
-        let (back, result) = match tokio::task::spawn_blocking(move || {
-            let r = p.apply(gates);
-            (p, r)
+        let reader = f.sources;
+        let (reader, read) = match tokio::task::spawn_blocking(move || {
+            let r = reader.read();
+            (reader, r)
         })
         .await
         {
             Ok(x) => x,
             Err(e) => {
-                tracing::error!(error = %e, "MQTT provisioning failed; the broker is gone");
-                return None;
+                tracing::error!(error = %e, "reading the NVR sources failed; MQTT stops following the store");
+                return f.provisioner;
             }
         };
-        p = back;
-        match result {
-            Ok(()) => {
-                done_revision = revision;
-                failing = false;
+        f.sources = reader;
+        let nvrs = match read {
+            Ok(n) => {
+                read_failing = false;
+                n
             }
-            Err(e) if !failing => {
-                failing = true;
-                tracing::error!(error = %e, "cannot re-provision the MQTT broker; retrying");
+            Err(e) => {
+                if !read_failing {
+                    read_failing = true;
+                    tracing::error!(error = %e, "cannot read the NVR sources; retrying");
+                }
+                continue;
             }
-            Err(_) => {}
+        };
+        if let Some(mut p) = f.provisioner.take() {
+            let accounts = Accounts {
+                gates: gates.clone(),
+                nvrs: nvrs.accounts(),
+            };
+            if accounts != p.current {
+                let (back, result) = match tokio::task::spawn_blocking(move || {
+                    let r = p.apply(accounts);
+                    (p, r)
+                })
+                .await
+                {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::error!(error = %e, "MQTT provisioning failed; the broker is gone");
+                        return None;
+                    }
+                };
+                f.provisioner = Some(back);
+                match result {
+                    Ok(()) => failing = false,
+                    Err(e) => {
+                        if !failing {
+                            failing = true;
+                            tracing::error!(error = %e, "cannot re-provision the MQTT broker; retrying");
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                f.provisioner = Some(p);
+            }
+        }
+        gates_revision = revision;
+        if nvrs != f.nvrs {
+            if nvrs.left_out != f.nvrs.left_out {
+                nvrs.warn_left_out();
+            }
+            f.nvrs = nvrs.clone();
+            // The session is gone once it stopped; so are we, at the next tick.
+            let _ = f.nvrs_tx.send(nvrs);
         }
     }
-    Some(p)
+    f.provisioner
+}
+
+/// Keeps the messages about one Frigate object (one source and external id) in arrival
+/// order: each waits for the one before it to settle. Messages about different objects
+/// go concurrently.
+#[derive(Debug, Default)]
+struct InOrder {
+    /// Per object, a receiver that completes when its latest message has settled.
+    last: HashMap<(SourceId, String), oneshot::Receiver<()>>,
+    /// Settled entries are pruned when the map grows past this.
+    prune_above: usize,
+}
+
+impl InOrder {
+    const MIN_PRUNE: usize = 256;
+
+    /// Enters a message about `key`: what to wait for before submitting it (the previous
+    /// message's), and what to drop once it has settled.
+    fn enter(
+        &mut self,
+        key: (SourceId, String),
+    ) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
+        let (done, next) = oneshot::channel();
+        let previous = self.last.insert(key, next);
+        if self.last.len() > self.prune_above.max(Self::MIN_PRUNE) {
+            // A closed channel: that message has settled, nobody has to wait for it.
+            self.last
+                .retain(|_, rx| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+            self.prune_above = self.last.len() * 2;
+        }
+        (previous, done)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.last.len()
+    }
+}
+
+/// Acknowledges `p` unless the connection it came on is gone (`generation` moved): the
+/// broker then delivers it again on the new one, and that copy gets acknowledged.
+async fn ack(client: &AsyncClient, p: &Publish, generation: &AtomicU64, received_on: u64) {
+    if p.qos == QoS::AtMostOnce || generation.load(Ordering::Acquire) != received_on {
+        return;
+    }
+    if let Err(e) = client.ack(p).await {
+        tracing::debug!(error = %e, "cannot queue an MQTT acknowledgement");
+    }
 }
 
 enum Step {
@@ -501,105 +951,310 @@ enum Step {
     Stop,
 }
 
-async fn serve(
-    mut eventloop: EventLoop,
+/// The serving side of the connection.
+struct Session {
     client: AsyncClient,
     topics: Topics,
     service: AccessService,
-    mut stop: watch::Receiver<bool>,
-) {
-    let (tx, rx) = mpsc::unbounded_channel::<Answer>();
-    let mut responder = tokio::spawn(respond(rx, client.clone(), topics.clone(), service.clone()));
-    let mut backoff = INITIAL_BACKOFF;
-    let mut failing = false;
-    loop {
-        let step = tokio::select! {
-            ev = eventloop.poll() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    if failing {
-                        tracing::info!("MQTT transport reconnected");
-                    }
-                    failing = false;
-                    backoff = INITIAL_BACKOFF;
-                    // Clean session: subscribe on every connection.
-                    if let Err(e) = client.try_subscribe(topics.request(), QoS::AtLeastOnce) {
-                        tracing::error!(error = %e, "cannot subscribe to the request topic");
-                    }
-                    Step::Go
-                }
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    if ack.return_codes.iter().any(|c| !matches!(c, rumqttc::SubscribeReasonCode::Success(_))) {
-                        tracing::error!(topic = %topics.request(), codes = ?ack.return_codes,
-                            "the MQTT broker refused the hub's subscription; check the hub's ACL");
-                    }
-                    Step::Go
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    on_publish(&service, &topics, &p, &tx);
-                    Step::Go
-                }
-                Ok(_) => Step::Go,
-                Err(e) => Step::Retry(e),
-            },
-            _ = crate::stopped(&mut stop) => Step::Stop,
-        };
-        match step {
-            Step::Go => {}
-            Step::Stop => break,
-            Step::Retry(e) => {
-                if failing {
-                    tracing::debug!(error = %e, "MQTT broker still unreachable");
-                } else {
-                    failing = true;
-                    tracing::warn!(error = %e, "MQTT broker connection lost; reconnecting with backoff");
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = crate::stopped(&mut stop) => break,
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
+    ingest: FrigateIngest,
+    stop: watch::Receiver<bool>,
+    /// Frigate topic -> its source and kind.
+    routes: HashMap<String, (Arc<FrigateSource>, FrigateTopic)>,
+    in_order: InOrder,
+    /// Submits and acknowledgements under way.
+    tasks: JoinSet<()>,
+    /// Bumped on every CONNACK.
+    generation: Arc<AtomicU64>,
+}
+
+fn routes(nvrs: &NvrSet) -> HashMap<String, (Arc<FrigateSource>, FrigateTopic)> {
+    let mut r = HashMap::new();
+    for n in &nvrs.nvrs {
+        for t in [FrigateTopic::Events, FrigateTopic::Reviews] {
+            r.insert(
+                format!("{}/{}", n.source.prefix, t.suffix()),
+                (Arc::clone(&n.source), t),
+            );
         }
     }
-    // Answer what was accepted, keeping the connection going while the responder works.
-    drop(tx);
-    let drive = async {
+    r
+}
+
+impl Session {
+    fn new(
+        client: AsyncClient,
+        topics: Topics,
+        service: AccessService,
+        ingest: FrigateIngest,
+        stop: watch::Receiver<bool>,
+    ) -> Session {
+        Session {
+            client,
+            topics,
+            service,
+            ingest,
+            stop,
+            routes: HashMap::new(),
+            in_order: InOrder::default(),
+            tasks: JoinSet::new(),
+            generation: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Queues a SUBSCRIBE (from a task if the request channel is full).
+    fn subscribe(&mut self, filters: Vec<SubscribeFilter>) {
+        if filters.is_empty() {
+            return;
+        }
+        if self.client.try_subscribe_many(filters.clone()).is_err() {
+            let client = self.client.clone();
+            self.tasks.spawn(async move {
+                if let Err(e) = client.subscribe_many(filters).await {
+                    tracing::error!(error = %e, "cannot subscribe the hub's MQTT topics");
+                }
+            });
+        }
+    }
+
+    /// Follows a new set of NVR sources: subscribes the topics of new ones, unsubscribes
+    /// those of removed ones.
+    fn set_nvrs(&mut self, nvrs: &NvrSet) {
+        let new = routes(nvrs);
+        let added: Vec<SubscribeFilter> = new
+            .keys()
+            .filter(|t| !self.routes.contains_key(*t))
+            .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce))
+            .collect();
+        let removed: Vec<String> = self
+            .routes
+            .keys()
+            .filter(|t| !new.contains_key(*t))
+            .cloned()
+            .collect();
+        for t in &added {
+            tracing::info!(topic = %t.path, "subscribing to Frigate messages");
+        }
+        self.subscribe(added);
+        for topic in removed {
+            tracing::info!(%topic, "unsubscribing from Frigate messages");
+            if self.client.try_unsubscribe(topic.clone()).is_err() {
+                let client = self.client.clone();
+                self.tasks.spawn(async move {
+                    let _ = client.unsubscribe(topic).await;
+                });
+            }
+        }
+        self.routes = new;
+    }
+
+    async fn serve(
+        mut self,
+        mut eventloop: EventLoop,
+        mut nvrs: watch::Receiver<NvrSet>,
+        early: Vec<Publish>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel::<Answer>();
+        let mut responder = tokio::spawn(respond(
+            rx,
+            self.client.clone(),
+            self.topics.clone(),
+            self.service.clone(),
+        ));
+        // Messages that came while `start` waited for the SUBACK: on the first connection.
+        self.generation.store(1, Ordering::Release);
+        for p in early {
+            self.on_publish(p, &tx);
+        }
+        let mut backoff = INITIAL_BACKOFF;
+        let mut failing = false;
+        let mut following = true;
+        let mut stop = self.stop.clone();
         loop {
-            if eventloop.poll().await.is_err() {
-                tokio::time::sleep(INITIAL_BACKOFF).await;
+            let step = tokio::select! {
+                ev = eventloop.poll() => match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        self.generation.fetch_add(1, Ordering::AcqRel);
+                        if failing {
+                            tracing::info!(session_present = ack.session_present, "MQTT transport reconnected");
+                        }
+                        failing = false;
+                        backoff = INITIAL_BACKOFF;
+                        // Also with a resumed session: the broker may have lost it. The
+                        // topics routed now; a newer set is subscribed when it is taken,
+                        // so nothing arrives for a topic before its route exists.
+                        self.subscribe(self.all_subscriptions());
+                        Step::Go
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        if ack.return_codes.iter().any(|c| !matches!(c, rumqttc::SubscribeReasonCode::Success(_))) {
+                            tracing::error!(codes = ?ack.return_codes, topics = ?self.subscribed(),
+                                "the MQTT broker refused some of the hub's subscriptions; check the hub's ACL");
+                        }
+                        Step::Go
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        self.on_publish(p, &tx);
+                        Step::Go
+                    }
+                    Ok(_) => Step::Go,
+                    Err(e) => Step::Retry(e),
+                },
+                changed = nvrs.changed(), if following => {
+                    if changed.is_ok() {
+                        let set = nvrs.borrow_and_update().clone();
+                        self.set_nvrs(&set);
+                    } else {
+                        // The follower is gone: keep the sources as they are.
+                        following = false;
+                    }
+                    Step::Go
+                }
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => Step::Go,
+                _ = crate::stopped(&mut stop) => Step::Stop,
+            };
+            match step {
+                Step::Go => {}
+                Step::Stop => break,
+                Step::Retry(e) => {
+                    if failing {
+                        tracing::debug!(error = %e, "MQTT broker still unreachable");
+                    } else {
+                        failing = true;
+                        tracing::warn!(error = %e, "MQTT broker connection lost; reconnecting with backoff");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = crate::stopped(&mut stop) => break,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
             }
         }
-    };
-    tokio::select! {
-        _ = &mut responder => {}
-        _ = drive => {}
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => responder.abort(),
-    }
-    // The disconnect is queued behind the answers: once it went out, so did they.
-    if client.try_disconnect().is_ok() {
-        let flush = async {
+        // Answer what was accepted and acknowledge what was committed, keeping the
+        // connection going meanwhile.
+        drop(tx);
+        let mut tasks = std::mem::take(&mut self.tasks);
+        let drive = async {
             loop {
-                match eventloop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
+                if eventloop.poll().await.is_err() {
+                    tokio::time::sleep(INITIAL_BACKOFF).await;
                 }
             }
         };
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, flush).await;
+        let owed = async {
+            let _ = (&mut responder).await;
+            while tasks.join_next().await.is_some() {}
+        };
+        tokio::select! {
+            _ = owed => {}
+            _ = drive => {}
+            _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
+                responder.abort();
+                tasks.abort_all();
+            }
+        }
+        // The disconnect is queued behind the answers and acknowledgements: once it went
+        // out, so did they.
+        if self.client.try_disconnect().is_ok() {
+            let flush = async {
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, flush).await;
+        }
+        tracing::info!("MQTT transport stopped");
     }
-    tracing::info!("MQTT transport stopped");
+
+    /// The request topic at QoS 0 and every routed Frigate topic at QoS 1.
+    fn all_subscriptions(&self) -> Vec<SubscribeFilter> {
+        let mut frigate: Vec<&String> = self.routes.keys().collect();
+        frigate.sort_unstable();
+        std::iter::once(SubscribeFilter::new(
+            self.topics.request().to_owned(),
+            QoS::AtMostOnce,
+        ))
+        .chain(
+            frigate
+                .into_iter()
+                .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce)),
+        )
+        .collect()
+    }
+
+    /// The hub's subscriptions, for error messages.
+    fn subscribed(&self) -> Vec<&str> {
+        let mut t: Vec<&str> = std::iter::once(self.topics.request())
+            .chain(self.routes.keys().map(String::as_str))
+            .collect();
+        t.sort_unstable();
+        t
+    }
+
+    /// One incoming message.
+    fn on_publish(&mut self, p: Publish, answers: &mpsc::UnboundedSender<Answer>) {
+        let generation = self.generation.load(Ordering::Acquire);
+        if p.topic == self.topics.request() {
+            on_gate_publish(&self.service, &p, answers);
+            // Subscribed at QoS 0; a QoS 1 copy could only come from an older session.
+            self.ack_soon(p, generation);
+            return;
+        }
+        let Some((source, topic)) = self.routes.get(&p.topic).cloned() else {
+            // A source removed while its messages were queued, or a subscription the
+            // broker kept from an earlier run: acknowledged, counted, unsubscribed.
+            self.ingest.counters().unknown_topic(&p.topic);
+            let _ = self.client.try_unsubscribe(p.topic.clone());
+            self.ack_soon(p, generation);
+            return;
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let Some(event) = self.ingest.prepare(&source, topic, &p.payload, now) else {
+            self.ack_soon(p, generation);
+            return;
+        };
+        let (previous, done) = match &event.external_id {
+            Some(id) => {
+                let (previous, done) = self.in_order.enter((source.id, id.clone()));
+                (previous, Some(done))
+            }
+            None => (None, None),
+        };
+        let ingest = self.ingest.clone();
+        let client = self.client.clone();
+        let current = Arc::clone(&self.generation);
+        let mut stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            let settled = ingest.submit(event, &mut stop).await;
+            if settled.ack() {
+                ack(&client, &p, &current, generation).await;
+            }
+            drop(done);
+        });
+    }
+
+    /// Acknowledges a message that needs no commit.
+    fn ack_soon(&mut self, p: Publish, generation: u64) {
+        if p.qos == QoS::AtMostOnce {
+            return;
+        }
+        if self.client.try_ack(&p).is_err() {
+            let client = self.client.clone();
+            let current = Arc::clone(&self.generation);
+            self.tasks
+                .spawn(async move { ack(&client, &p, &current, generation).await });
+        }
+    }
 }
 
 /// One message on the request topic: exactly one frame.
-fn on_publish(
-    service: &AccessService,
-    topics: &Topics,
-    p: &Publish,
-    answers: &mpsc::UnboundedSender<Answer>,
-) {
-    if p.topic != topics.request() {
-        return;
-    }
+fn on_gate_publish(service: &AccessService, p: &Publish, answers: &mpsc::UnboundedSender<Answer>) {
     let payload: &[u8] = &p.payload;
     let frame = match Frame::new_checked(payload) {
         Ok(f) => f,
@@ -691,6 +1346,161 @@ mod tests {
         assert_eq!(hub_password(&path, false).unwrap(), pw);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn nvr_password_depends_on_site_source_and_key() {
+        let site = SiteKey::from_bytes([7u8; 32]);
+        let a = nvr_mqtt_password(&site, 3, &[1u8; 32]);
+        assert_eq!(a.len(), 64);
+        assert!(a
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(a, nvr_mqtt_password(&site, 3, &[1u8; 32]));
+        assert_ne!(a, nvr_mqtt_password(&site, 4, &[1u8; 32]), "another source");
+        assert_ne!(a, nvr_mqtt_password(&site, 3, &[2u8; 32]), "a rotated key");
+        let other_site = SiteKey::from_bytes([8u8; 32]);
+        assert_ne!(a, nvr_mqtt_password(&other_site, 3, &[1u8; 32]));
+        assert_eq!(nvr_mqtt_username("yard"), "nvr-yard");
+    }
+
+    #[test]
+    fn credentials_follow_the_store_and_key_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let site = SiteKey::load_or_create(dir.path()).unwrap();
+        let (s, key) = store
+            .add_event_source(
+                "yard",
+                gatehouse_alerts::model::SourceKind::Nvr,
+                Some("frigate"),
+                None,
+                time::OffsetDateTime::now_utc(),
+            )
+            .unwrap();
+        let (user, pw) = nvr_mqtt_credentials(&store, &site, s.id).unwrap();
+        assert_eq!(user, "nvr-yard");
+        let hash = gatehouse_store::events::api_key_hash(key.expose());
+        assert_eq!(pw, nvr_mqtt_password(&site, s.id, &hash));
+        store.rotate_event_source_key(s.id).unwrap();
+        let (_, rotated) = nvr_mqtt_credentials(&store, &site, s.id).unwrap();
+        assert_ne!(pw, rotated);
+        assert!(nvr_mqtt_credentials(&store, &site, s.id + 1).is_err());
+    }
+
+    #[test]
+    fn sources_with_bad_or_overlapping_prefixes_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let reader = SourceReader::open(dir.path(), Topics::default()).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let nvr = gatehouse_alerts::model::SourceKind::Nvr;
+        let s = &reader.store;
+        s.add_event_source("a", nvr, Some("frigate"), Some("http://a.lan:5000"), now)
+            .unwrap();
+        s.add_event_source("b", nvr, Some("frigate/b"), None, now)
+            .unwrap();
+        s.add_event_source("c", nvr, Some("access"), None, now)
+            .unwrap();
+        s.add_event_source("d", nvr, Some("site/d"), None, now)
+            .unwrap();
+        let (off, _) = s
+            .add_event_source("e", nvr, Some("site/e"), None, now)
+            .unwrap();
+        s.set_event_source_enabled(off.id, false).unwrap();
+        s.add_event_source(
+            "f",
+            gatehouse_alerts::model::SourceKind::Sensor,
+            Some("site/f"),
+            None,
+            now,
+        )
+        .unwrap();
+        let set = reader.read().unwrap();
+        let names: Vec<&str> = set.nvrs.iter().map(|n| n.source.name.as_str()).collect();
+        assert_eq!(names, ["a", "d"]);
+        assert_eq!(
+            set.nvrs[0].source.base_url.as_deref(),
+            Some("http://a.lan:5000")
+        );
+        assert_eq!(set.left_out.len(), 2, "{:?}", set.left_out);
+        assert!(set.left_out[0].contains("\"b\""), "{:?}", set.left_out);
+        assert!(set.left_out[1].contains("gate link"), "{:?}", set.left_out);
+        let filters = subscriptions(&Topics::default(), &set);
+        let subs: Vec<(&str, QoS)> = filters.iter().map(|f| (f.path.as_str(), f.qos)).collect();
+        assert_eq!(
+            subs,
+            [
+                ("access/request", QoS::AtMostOnce),
+                ("frigate/events", QoS::AtLeastOnce),
+                ("frigate/reviews", QoS::AtLeastOnce),
+                ("site/d/events", QoS::AtLeastOnce),
+                ("site/d/reviews", QoS::AtLeastOnce),
+            ]
+        );
+        let r = routes(&set);
+        assert_eq!(r.len(), 4);
+        assert_eq!(r["site/d/reviews"].1, FrigateTopic::Reviews);
+        assert!(!format!("{set:?}").contains(&set.nvrs[0].password));
+    }
+
+    #[test]
+    fn embedded_broker_keeps_sessions_in_the_data_dir() {
+        let conf =
+            embedded_broker_config("127.0.0.1:0".parse().unwrap(), Path::new("/d/mosquitto"))
+                .render(&BrokerFiles::new("/d/mosquitto"))
+                .unwrap();
+        for line in [
+            "persistence true",
+            "persistence_location /d/mosquitto/db/",
+            "max_queued_messages 100000",
+            "message_size_limit 1048576",
+            "upgrade_outgoing_qos true",
+        ] {
+            assert!(conf.lines().any(|l| l == line), "{line}:\n{conf}");
+        }
+        let lan = embedded_broker_config("192.168.1.2:1883".parse().unwrap(), Path::new("/d/m"));
+        assert_eq!(lan.lan_listener, Some("192.168.1.2:1883".parse().unwrap()));
+        assert_eq!(lan.port, 0);
+    }
+
+    #[tokio::test]
+    async fn messages_about_one_object_settle_in_order() {
+        let mut in_order = InOrder::default();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = JoinSet::new();
+        // Three messages about object "x" (the first slowest), one about "y".
+        for (i, key, delay) in [(0, "x", 30), (1, "x", 10), (2, "y", 0), (3, "x", 0)] {
+            let (previous, done) = in_order.enter((1, key.to_owned()));
+            let log = Arc::clone(&log);
+            tasks.spawn(async move {
+                if let Some(p) = previous {
+                    let _ = p.await;
+                }
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                log.lock().unwrap().push(i);
+                drop(done);
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let log = log.lock().unwrap().clone();
+        let xs: Vec<i32> = log.iter().copied().filter(|i| *i != 2).collect();
+        assert_eq!(xs, [0, 1, 3]);
+        assert_eq!(log.len(), 4);
+        assert_eq!(in_order.len(), 2);
+    }
+
+    #[test]
+    fn settled_objects_are_pruned() {
+        let mut in_order = InOrder::default();
+        for i in 0..10_000 {
+            let (_, done) = in_order.enter((1, format!("event:{i}")));
+            drop(done);
+        }
+        assert!(
+            in_order.len() <= 2 * InOrder::MIN_PRUNE,
+            "{}",
+            in_order.len()
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! | card hash | `HMAC(card key, acc_id)`: the `cards.hash` column | the hub's database |
 //! | gate key of gate `g` | `HMAC(S, "gatehouse gate allow-list v1" \|\| g as u64 big-endian)` | the hub, and gate `g` only |
 //! | allow-list entry | `HMAC(gate key, card hash)[..16]` | gate `g`'s offline list |
+//! | NVR MQTT key | `HMAC(S, "gatehouse nvr mqtt key v1")` | the hub only (it derives the NVRs' MQTT passwords, see `gatehouse_hub::mqtt`) |
 //!
 //! So the hub computes every gate's allow-list from the database alone ([`allow_list_entry`]
 //! of the stored hash), never needing a raw card id, and a gate computes the same entry
@@ -61,6 +62,9 @@ const GATE_KEY_CONTEXT: &[u8] = b"gatehouse gate allow-list v1";
 
 /// Domain separator of the card key. Changing it invalidates every enrolled card.
 const CARD_KEY_CONTEXT: &[u8] = b"gatehouse card key v1";
+
+/// Domain separator of the NVR MQTT key. Changing it changes every NVR's MQTT password.
+const NVR_MQTT_KEY_CONTEXT: &[u8] = b"gatehouse nvr mqtt key v1";
 
 /// Length of the card key and of a gate key.
 pub const DERIVED_KEY_LEN: usize = 32;
@@ -203,6 +207,12 @@ impl SiteKey {
     /// its own list.
     pub fn gate_key(&self, gate_id: GateId) -> [u8; DERIVED_KEY_LEN] {
         hmac(&self.key, &[GATE_KEY_CONTEXT, &gate_id.to_be_bytes()])
+    }
+
+    /// The key of the NVRs' MQTT passwords: HMAC-SHA-256(site key, "gatehouse nvr mqtt
+    /// key v1"). It never leaves the box (the NVRs get only what is derived from it).
+    pub fn nvr_mqtt_key(&self) -> [u8; DERIVED_KEY_LEN] {
+        hmac(&self.key, &[NVR_MQTT_KEY_CONTEXT])
     }
 }
 

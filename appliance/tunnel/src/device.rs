@@ -104,6 +104,10 @@ pub struct Counters {
     pub no_endpoint: AtomicU64,
     pub no_private_key: AtomicU64,
     pub cookie_replies: AtomicU64,
+    /// Handshake initiations the device could not answer (bad MAC, unknown or expired
+    /// peer, undecryptable, no key): what the tunnel's events count. Each is also one of
+    /// the drops above, so it is not in [`Counters::snapshot`].
+    pub handshake_failures: AtomicU64,
 }
 
 macro_rules! counter_names {
@@ -516,9 +520,17 @@ impl Device {
         buf: &mut [u8],
         io: &mut dyn PacketIo,
     ) {
+        // A handshake initiation (WireGuard paper, section 5.4.2: type 1, 148 bytes).
+        let init = datagram.len() == 148 && datagram.first() == Some(&1);
+        let failed = |init: bool| {
+            if init {
+                bump(&self.counters.handshake_failures);
+            }
+        };
         let st = self.read();
         let Some(id) = &st.identity else {
             bump(&self.counters.no_private_key);
+            failed(init);
             return;
         };
         let parsed = match id
@@ -533,6 +545,7 @@ impl Device {
             }
             Err(_) => {
                 bump(&self.counters.malformed);
+                failed(init);
                 return;
             }
         };
@@ -546,10 +559,12 @@ impl Device {
         };
         let Some(peer) = peer else {
             bump(&self.counters.unknown_peer);
+            failed(init);
             return;
         };
         if !peer.is_active(self.clock.now()) {
             bump(&self.counters.inactive_peer);
+            failed(init);
             return;
         }
         let mut tunn = lock(&peer.tunn);
@@ -557,6 +572,7 @@ impl Device {
             TunnResult::Done => None,
             TunnResult::Err(e) => {
                 self.count_error(&e);
+                failed(init);
                 return;
             }
             TunnResult::WriteToNetwork(reply) => {

@@ -14,6 +14,7 @@ pub mod client_config;
 pub mod control;
 pub mod dataplane;
 pub mod device;
+pub mod events;
 pub mod firewall;
 pub mod netstack;
 pub mod offload;

@@ -64,6 +64,8 @@ pub struct TunnelService {
     uapi: Option<UapiServer>,
     /// Serialises writes of the peer store within this process.
     store_lock: Arc<Mutex<()>>,
+    /// Posts peer and handshake events to the hub (see [`crate::events`]).
+    events: Option<crate::events::EventReporter>,
 }
 
 /// Where `gatehouse tunnel` writes its pid, so `gatehouse peer ...` can signal a reload.
@@ -138,6 +140,8 @@ impl TunnelService {
         let uapi = uapi::listen(&path, Arc::new(control))
             .map_err(|source| TunnelError::Uapi { path, source })?;
 
+        let events = start_events(config, &device);
+
         let pid = pid_file(config);
         std::fs::write(&pid, format!("{}\n", std::process::id()))
             .map_err(|source| TunnelError::PidFile { path: pid, source })?;
@@ -149,6 +153,7 @@ impl TunnelService {
             stack,
             uapi: Some(uapi),
             store_lock,
+            events,
         })
     }
 
@@ -174,6 +179,9 @@ impl TunnelService {
     }
 
     pub fn stop(mut self) {
+        if let Some(e) = self.events.take() {
+            e.stop();
+        }
         drop(self.uapi.take());
         if let Some(d) = self.dataplane.take() {
             d.stop();
@@ -188,6 +196,25 @@ impl TunnelService {
             }
         }
         let _ = std::fs::remove_file(pid_file(&self.config));
+    }
+}
+
+/// Starts reporting the tunnel's events to the hub of `config`, if its address is known.
+fn start_events(config: &Config, device: &Arc<Device>) -> Option<crate::events::EventReporter> {
+    use crate::events::{EventReporter, HubTarget, ReporterSettings};
+    let Some(target) = HubTarget::from_config(config) else {
+        tracing::info!("hub.http_listen has port 0: the tunnel cannot post its events to the hub");
+        return None;
+    };
+    let device = device.clone();
+    match EventReporter::start(target, ReporterSettings::default(), move || {
+        crate::events::sample(&device)
+    }) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the tunnel's event reporter; no tunnel events");
+            None
+        }
     }
 }
 

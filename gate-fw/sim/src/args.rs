@@ -98,6 +98,13 @@ pub struct Args {
         default_value = "access/response/{gate_id}"
     )]
     pub mqtt_response_topic: String,
+    /// Every N-th card-read cycle of each gate, open its door contact without a grant
+    /// (and close it again) before reading the card: the core reports a forced door
+    /// (`forced_open`), which the hub raises as a "door.forced" event. If a grant's
+    /// opening is still pending, the door is first opened and closed once for it (an
+    /// `opened` passage), so that each such cycle forces the door exactly once.
+    #[arg(long, value_name = "N")]
+    pub door_forced_every: Option<u64>,
     /// After the summary line, print the same figures (and the offered and achieved rates)
     /// as one JSON object on a line of its own.
     #[arg(long)]
@@ -182,6 +189,8 @@ pub struct SimConfig {
     pub state: Option<PathBuf>,
     pub mqtt_request_topic: String,
     pub mqtt_response_topic: String,
+    /// `--door-forced-every`: force the door every N-th read cycle of each gate.
+    pub door_forced_every: Option<u64>,
 }
 
 impl SimConfig {
@@ -228,6 +237,12 @@ impl SimConfig {
         };
         if !(args.drain.is_finite() && args.drain >= 0.0) {
             return Err(option("drain", "must be 0 or more seconds"));
+        }
+        if args.door_forced_every == Some(0) {
+            return Err(option(
+                "door-forced-every",
+                "must be 1 or more (1: every cycle)",
+            ));
         }
         if args.request_timeout_ms == 0 {
             return Err(option("request-timeout-ms", "must be 1 or more"));
@@ -295,6 +310,7 @@ impl SimConfig {
             state: args.state,
             mqtt_request_topic: args.mqtt_request_topic,
             mqtt_response_topic: args.mqtt_response_topic,
+            door_forced_every: args.door_forced_every,
         })
     }
 }
@@ -397,6 +413,19 @@ mod tests {
         assert_eq!(c.length, Length::Requests(100));
         assert_eq!(c.interval, Duration::from_millis(100));
         assert_eq!(c.pick, Pick::Random);
+        assert_eq!(c.door_forced_every, None);
+        let forced = config(&[
+            "--transport",
+            "tcp",
+            "--hub",
+            "h:1",
+            "--cards",
+            "5",
+            "--door-forced-every",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(forced.door_forced_every, Some(3));
         let again = config(&["--transport", "tcp", "--hub", "h:1", "--cards", "5"]).unwrap();
         assert_eq!(c.cards, again.cards, "generated cards follow the seed");
 
@@ -454,6 +483,10 @@ mod tests {
             (&["--cards", "1", "--requests", "0"], "--requests"),
             (&["--cards", "1", "--duration=-1"], "--duration"),
             (&["--cards", "1", "--mqtt-response-topic", "x"], "{gate_id}"),
+            (
+                &["--cards", "1", "--door-forced-every", "0"],
+                "--door-forced-every: must be 1 or more",
+            ),
             // clap's own checks
             (&[], "--cards"),
             (&["--cards", "1", "--card", "00"], "cannot be used with"),

@@ -8,7 +8,7 @@ use crate::rng::SplitMix64;
 use crate::state::GateState;
 use crate::transport::{self, LinkEvent};
 use gate_core::{GateConfig, GateCore, Now, Output};
-use gatehouse_gate_proto::{Frame, Message, Repr};
+use gatehouse_gate_proto::{DoorEventKind, Frame, Message, Repr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
@@ -50,19 +50,7 @@ pub async fn run(
     let mut reads: u64 = 0;
     let mut drain_until: Option<Instant> = None;
     loop {
-        while let Some(out) = core.poll_output() {
-            match out {
-                Output::Transmit(t) => {
-                    let _ = link.out.send(t.bytes.to_vec());
-                }
-                Output::Decided(d) => {
-                    let latency = read_at.take().map(|t| t.elapsed());
-                    report.decided(d, latency);
-                }
-                Output::LogOffline(_) => report.offline_logged += 1,
-                _ => {}
-            }
-        }
+        drain(&mut core, &link, &mut report, &mut read_at);
         let now = Instant::now();
         if load_start.is_none() && (core.is_link_up() || now >= start + CONNECT_WAIT) {
             load_start = Some(now);
@@ -133,6 +121,9 @@ pub async fn run(
             };
             if let Some(card) = card {
                 reads += 1;
+                if config.door_forced_every.is_some_and(|n| reads % n == 0) {
+                    force_door(&mut core, &link, &mut report, &mut read_at, now_at(now));
+                }
                 report.requests += 1;
                 read_at = Some(now);
                 // A fixed schedule (the offered rate is kept when a decision is late),
@@ -162,6 +153,65 @@ pub async fn run(
     (report, keep)
 }
 
+/// Hands everything the core has to do to the link and the report; returns the kinds of
+/// the door events among the frames sent.
+fn drain(
+    core: &mut GateCore,
+    link: &transport::Link,
+    report: &mut GateReport,
+    read_at: &mut Option<Instant>,
+) -> Vec<DoorEventKind> {
+    let mut doors = Vec::new();
+    while let Some(out) = core.poll_output() {
+        match out {
+            Output::Transmit(t) => {
+                doors.extend(door_event_kind(&t.bytes));
+                let _ = link.out.send(t.bytes.to_vec());
+            }
+            Output::Decided(d) => {
+                let latency = read_at.take().map(|t| t.elapsed());
+                report.decided(d, latency);
+            }
+            Output::LogOffline(_) => report.offline_logged += 1,
+            _ => {}
+        }
+    }
+    doors
+}
+
+/// The kind of a door event frame the core sent (its own, so the tag is not checked).
+fn door_event_kind(bytes: &[u8]) -> Option<DoorEventKind> {
+    let frame = Frame::new_checked(bytes).ok()?;
+    match Repr::parse(&frame).ok()?.message {
+        Message::DoorEvent(e) => Some(e.kind),
+        _ => None,
+    }
+}
+
+/// `--door-forced-every`: the door contact opens without a grant, then closes. The core
+/// calls an opening within a grant's window `opened` (and uses the window up): if that is
+/// what it reported, the door is opened and closed once more, which is then forced. While
+/// the link is down the events wait in the core's outbox and cannot be seen here: one
+/// opening only.
+fn force_door(
+    core: &mut GateCore,
+    link: &transport::Link,
+    report: &mut GateReport,
+    read_at: &mut Option<Instant>,
+    now: Now,
+) {
+    for _ in 0..2 {
+        core.door_contact(false, now);
+        let doors = drain(core, link, report, read_at);
+        core.door_contact(true, now);
+        drain(core, link, report, read_at);
+        if !doors.contains(&DoorEventKind::Opened) {
+            report.forced_opens += 1;
+            return;
+        }
+    }
+}
+
 /// Counts the hub's error replies by code (the core keeps only the last one).
 fn note_error_reply(bytes: &[u8], report: &mut GateReport) {
     let Ok(frame) = Frame::new_checked(bytes) else {
@@ -176,5 +226,76 @@ fn note_error_reply(bytes: &[u8], report: &mut GateReport) {
             .error_replies
             .entry(format!("{:?}", e.code).to_lowercase())
             .or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gate_core::GateConfig;
+    use gatehouse_gate_proto::{CardId, Decision, Reason};
+    use tokio::sync::mpsc::unbounded_channel;
+
+    const KEY: [u8; 32] = [7; 32];
+
+    fn now(ms: u64) -> Now {
+        Now {
+            ms,
+            unix: 1_800_000_000,
+        }
+    }
+
+    /// The door events among the frames the gate sent.
+    fn sent_doors(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) -> Vec<DoorEventKind> {
+        let mut kinds = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            kinds.extend(door_event_kind(&f));
+        }
+        kinds
+    }
+
+    #[tokio::test]
+    async fn forcing_the_door_reports_exactly_one_forced_opening() {
+        let (out, mut sent) = unbounded_channel();
+        let (_events_tx, events) = unbounded_channel();
+        let link = transport::Link {
+            out,
+            events,
+            task: tokio::spawn(async {}),
+        };
+        let mut core = GateCore::new(GateConfig::new(3, KEY, [1; 32], [2; 32]));
+        let mut report = GateReport::default();
+        let mut read_at = None;
+        core.door_contact(true, now(0));
+        core.link_up(now(0));
+        drain(&mut core, &link, &mut report, &mut read_at);
+        sent_doors(&mut sent);
+
+        // No grant pending: one opening, forced.
+        force_door(&mut core, &link, &mut report, &mut read_at, now(10));
+        use DoorEventKind::*;
+        assert_eq!(sent_doors(&mut sent), [Forced, Closed]);
+        assert_eq!(report.forced_opens, 1);
+
+        // A granted card leaves an opening pending: it is used first (opened), then the
+        // door is forced.
+        core.card_read(CardId::new(&[0xca, 0xfe]).unwrap(), now(20));
+        drain(&mut core, &link, &mut report, &mut read_at);
+        let decision = Repr {
+            gate_id: 3,
+            message: Message::Decision(Decision {
+                seq: core.seq(),
+                reason: Reason::Granted,
+                relay_ms: 1500,
+            }),
+        };
+        let mut buf = vec![0u8; decision.buffer_len()];
+        decision.emit_sealed(&KEY, &mut buf).unwrap();
+        core.frame_received(&buf, now(30)).unwrap();
+        drain(&mut core, &link, &mut report, &mut read_at);
+        assert_eq!(report.granted, 1);
+        force_door(&mut core, &link, &mut report, &mut read_at, now(40));
+        assert_eq!(sent_doors(&mut sent), [Opened, Closed, Forced, Closed]);
+        assert_eq!(report.forced_opens, 2);
     }
 }

@@ -60,6 +60,9 @@ pub struct GateReport {
     pub samples: Vec<Sample>,
     /// The last sequence number used (the value to persist).
     pub last_seq: u32,
+    /// Door openings without a grant made by `--door-forced-every` (each one reported by
+    /// the core as `forced_open`).
+    pub forced_opens: u64,
 }
 
 impl GateReport {
@@ -108,6 +111,7 @@ impl GateReport {
         self.offline_logged += o.offline_logged;
         self.offline_pending += o.offline_pending;
         self.offline_dropped += o.offline_dropped;
+        self.forced_opens += o.forced_opens;
         self.latencies.extend(o.latencies);
         self.samples.extend(o.samples);
     }
@@ -239,6 +243,7 @@ impl Summary {
             "offline_logged": t.offline_logged,
             "offline_pending": t.offline_pending,
             "offline_dropped": t.offline_dropped,
+            "forced_opens": t.forced_opens,
             "latency_ms_p50": ms(self.latency(50)),
             "latency_ms_p99": ms(self.latency(99)),
             "latency_ms_p999": ms(self.latency_per_mille(999)),
@@ -378,6 +383,9 @@ impl fmt::Display for Summary {
         }
         for (code, n) in &t.error_replies {
             write!(f, " error_reply.{code}={n}")?;
+        }
+        if t.forced_opens > 0 {
+            write!(f, " forced_opens={}", t.forced_opens)?;
         }
         let ms = |d: Option<Duration>| {
             d.map_or("-".to_owned(), |d| {

@@ -4,8 +4,9 @@
 //! 2025-12-18 as an ordinary Thursday).
 
 use super::*;
+use crate::decision_snapshot::DecisionSnapshot;
 use crate::model::{
-    Card, Gate, HolidayRule, Level, ModelError, Person, Schedule, Validity, Window, Zone,
+    Card, Gate, HolidayRule, Level, ModelError, Person, Schedule, Snapshot, Validity, Window, Zone,
 };
 use time::macros::{date, datetime, offset};
 use time::Weekday;
@@ -243,7 +244,7 @@ fn run(rows: &[Row]) {
             .get(&card(r.card))
             .filter(|c| c.hash == card(r.card))
             .map(|c| c.id);
-        let mut engine = AccessEngine::new(snapshot);
+        let mut engine = AccessEngine::new(DecisionSnapshot::from(snapshot));
         let d = engine.decide(r.gate, &card(r.card), r.at);
         if d.reason != r.expect {
             failures.push(format!(
@@ -1260,7 +1261,7 @@ fn anti_passback_sequences() {
     for seq in &sequences {
         let mut snapshot = fixture();
         (seq.tweak)(&mut snapshot);
-        let mut engine = AccessEngine::new(snapshot);
+        let mut engine = AccessEngine::new(DecisionSnapshot::from(snapshot));
         for (i, (gate, n, at, expect)) in seq.steps.iter().enumerate() {
             let got = engine.decide(*gate, &card(*n), *at).reason;
             if got != *expect {
@@ -1284,7 +1285,7 @@ fn anti_passback_sequences() {
 fn presence_is_recorded_only_in_anti_passback_zones() {
     let at = datetime!(2025-03-03 10:00 +2);
     let alice = PersonId::from(ALICE);
-    let mut engine = AccessEngine::new(fixture());
+    let mut engine = AccessEngine::new(DecisionSnapshot::from(fixture()));
     assert_eq!(engine.presence(SERVER_ROOM, alice), None);
     assert!(engine.decide(SERVER_IN, &card(ALICE), at).is_allowed());
     assert_eq!(engine.presence(SERVER_ROOM, alice), Some(Presence::Inside));
@@ -1297,7 +1298,7 @@ fn presence_is_recorded_only_in_anti_passback_zones() {
 #[test]
 fn forget_presence_lets_the_person_pass_again() {
     let at = datetime!(2025-03-03 10:00 +2);
-    let mut engine = AccessEngine::new(fixture());
+    let mut engine = AccessEngine::new(DecisionSnapshot::from(fixture()));
     assert_eq!(
         engine.decide(SERVER_IN, &card(ALICE), at).reason,
         Reason::Granted
@@ -1318,14 +1319,14 @@ fn forget_presence_lets_the_person_pass_again() {
 #[test]
 fn replace_keeps_state_for_people_still_present() {
     let at = datetime!(2025-03-03 10:00 +2);
-    let mut engine = AccessEngine::new(fixture());
+    let mut engine = AccessEngine::new(DecisionSnapshot::from(fixture()));
     assert_eq!(
         engine.decide(SERVER_IN, &card(ALICE), at).reason,
         Reason::Granted
     );
     let mut refreshed = fixture();
     person_mut(&mut refreshed, ALICE).name = "Alice (renamed)".into();
-    engine.replace(refreshed);
+    engine.replace(DecisionSnapshot::from(refreshed));
     assert_eq!(
         engine.decide(SERVER_IN, &card(ALICE), at).reason,
         Reason::AntiPassback
@@ -1339,7 +1340,7 @@ fn replace_keeps_state_for_people_still_present() {
 #[test]
 fn replace_forgets_people_who_left_the_snapshot() {
     let at = datetime!(2025-03-03 10:00 +2);
-    let mut engine = AccessEngine::new(fixture());
+    let mut engine = AccessEngine::new(DecisionSnapshot::from(fixture()));
     assert_eq!(
         engine.decide(SERVER_IN, &card(ALICE), at).reason,
         Reason::Granted
@@ -1347,13 +1348,13 @@ fn replace_forgets_people_who_left_the_snapshot() {
     let mut without_alice = fixture();
     without_alice.people.remove(&PersonId::from(ALICE));
     without_alice.cards.remove(&card(ALICE));
-    engine.replace(without_alice);
+    engine.replace(DecisionSnapshot::from(without_alice));
     assert_eq!(engine.presence(SERVER_ROOM, PersonId::from(ALICE)), None);
     assert_eq!(
         engine.decide(SERVER_IN, &card(ALICE), at).reason,
         Reason::UnknownCard
     );
-    engine.replace(fixture());
+    engine.replace(DecisionSnapshot::from(fixture()));
     assert_eq!(
         engine.decide(SERVER_IN, &card(ALICE), at).reason,
         Reason::Granted
@@ -1363,16 +1364,16 @@ fn replace_forgets_people_who_left_the_snapshot() {
 #[test]
 fn replace_forgets_zones_whose_anti_passback_was_switched_off() {
     let at = datetime!(2025-03-03 10:00 +2);
-    let mut engine = AccessEngine::new(fixture());
+    let mut engine = AccessEngine::new(DecisionSnapshot::from(fixture()));
     assert_eq!(
         engine.decide(SERVER_IN, &card(ALICE), at).reason,
         Reason::Granted
     );
     let mut off = fixture();
     off.zones.get_mut(&SERVER_ROOM).unwrap().anti_passback = false;
-    engine.replace(off);
+    engine.replace(DecisionSnapshot::from(off));
     assert_eq!(engine.presence(SERVER_ROOM, PersonId::from(ALICE)), None);
-    engine.replace(fixture());
+    engine.replace(DecisionSnapshot::from(fixture()));
     // Back on: unknown state, so one more entry is allowed.
     assert_eq!(
         engine.decide(SERVER_IN, &card(ALICE), at).reason,
@@ -1387,7 +1388,7 @@ fn replace_forgets_zones_whose_anti_passback_was_switched_off() {
 #[test]
 fn replace_refreshes_the_data_decisions_use() {
     let at = datetime!(2025-03-03 10:00 +2);
-    let mut engine = AccessEngine::new(fixture());
+    let mut engine = AccessEngine::new(DecisionSnapshot::from(fixture()));
     assert_eq!(
         engine.decide(FRONT_IN, &card(BOB), at).reason,
         Reason::Granted
@@ -1405,7 +1406,7 @@ fn replace_refreshes_the_data_decisions_use() {
     person_mut(&mut next, NINA).levels.push(OFFICE);
     next.cards.insert(card(NOBODY), new_card);
     next.holidays.push(date!(2025 - 03 - 03));
-    engine.replace(next);
+    engine.replace(DecisionSnapshot::from(next));
 
     assert_eq!(
         engine.decide(FRONT_IN, &card(BOB), at).reason,
@@ -1587,7 +1588,7 @@ fn allow_lists() {
     for c in &cases {
         let mut snapshot = fixture();
         (c.tweak)(&mut snapshot);
-        let engine = AccessEngine::new(snapshot);
+        let engine = AccessEngine::new(DecisionSnapshot::from(snapshot));
         let got = engine.allow_list(c.gate, c.from, c.until);
         let want: Vec<CardHash> = c.expect.iter().map(|n| card(*n)).collect();
         if got != want {
@@ -1606,7 +1607,7 @@ fn allow_lists() {
 #[test]
 fn allow_list_ignores_anti_passback() {
     let at = datetime!(2025-03-03 10:00 +2);
-    let mut engine = AccessEngine::new(fixture());
+    let mut engine = AccessEngine::new(DecisionSnapshot::from(fixture()));
     assert_eq!(
         engine.decide(SERVER_IN, &card(ALICE), at).reason,
         Reason::Granted
@@ -1735,7 +1736,7 @@ fn validate() {
             failures.push(format!("{name}: got {got:?}, want {expect:?}"));
         }
         // Whatever validate says, deciding on the snapshot never panics.
-        let mut engine = AccessEngine::new(snapshot);
+        let mut engine = AccessEngine::new(DecisionSnapshot::from(snapshot));
         for g in [FRONT_IN, SERVER_IN, DOCK, 32] {
             for n in [ALICE, BOB, GUS, MAX] {
                 engine.decide(g, &card(n), datetime!(2025-03-03 10:00 +2));

@@ -4,6 +4,8 @@
 //! - [`auth`]: login, logout, sessions (bearer token or cookie + CSRF header), the per-IP
 //!   login throttle, the per-account lockout, and the role table ([`auth::permits`]).
 //! - [`api`]: the resource routes.
+//! - [`alerts_api`]: event sources, receivers, rules, silences, events and their
+//!   acknowledgement and delivery log.
 //! - [`password`]: argon2id hashing and the password rule (also used by the CLI).
 //! - The text forms admins type (card ids, schedules, dates) are
 //!   [`gatehouse_access::text`], shared with the CLI.
@@ -20,6 +22,7 @@
 //!   is never stored, logged, or repeated in a reply or an error.
 //! - Time comes from an injected [`Clock`], so tests move it instead of sleeping.
 
+pub mod alerts_api;
 pub mod api;
 pub mod auth;
 pub mod password;
@@ -236,6 +239,60 @@ pub fn routes(api: AdminApi) -> Router {
         .route("/api/v1/zones", get(api::list_zones).post(api::add_zone))
         .route("/api/v1/access/log", get(api::access_log))
         .route("/api/v1/admins", get(api::list_admins).post(api::add_admin))
+        .route(
+            "/api/v1/sources",
+            get(alerts_api::list_sources).post(alerts_api::add_source),
+        )
+        .route(
+            "/api/v1/sources/{id}",
+            patch(alerts_api::patch_source).delete(alerts_api::remove_source),
+        )
+        .route(
+            "/api/v1/sources/{id}/rotate-key",
+            post(alerts_api::rotate_source_key),
+        )
+        .route(
+            "/api/v1/receivers",
+            get(alerts_api::list_receivers).post(alerts_api::add_receiver),
+        )
+        .route(
+            "/api/v1/receivers/{id}",
+            get(alerts_api::get_receiver)
+                .patch(alerts_api::patch_receiver)
+                .delete(alerts_api::remove_receiver),
+        )
+        .route(
+            "/api/v1/receivers/{id}/test",
+            post(alerts_api::test_receiver),
+        )
+        .route(
+            "/api/v1/rules",
+            get(alerts_api::list_rules).post(alerts_api::add_rule),
+        )
+        .route(
+            "/api/v1/rules/{id}",
+            get(alerts_api::get_rule)
+                .patch(alerts_api::patch_rule)
+                .delete(alerts_api::remove_rule),
+        )
+        .route(
+            "/api/v1/silences",
+            get(alerts_api::list_silences).post(alerts_api::add_silence),
+        )
+        .route(
+            "/api/v1/silences/{id}/expire",
+            post(alerts_api::expire_silence),
+        )
+        // The webhook (`POST /api/v1/events`) and the live feed (`/api/v1/events/stream`)
+        // are the events pipeline's; these are the admin's reads and acknowledgement.
+        .route("/api/v1/events", get(alerts_api::list_events))
+        .route("/api/v1/events/{id}", get(alerts_api::event_detail))
+        .route("/api/v1/events/{id}/ack", post(alerts_api::ack_event))
+        .route(
+            "/api/v1/events/{id}/deliveries",
+            get(alerts_api::event_deliveries),
+        )
+        .route("/api/v1/deliveries", get(alerts_api::delivery_log))
         .with_state(api)
 }
 
@@ -296,7 +353,8 @@ impl From<StoreError> for ApiError {
             StoreError::NameTaken { .. }
             | StoreError::AlreadyExists { .. }
             | StoreError::CardExists { .. }
-            | StoreError::InUse { .. } => StatusCode::CONFLICT,
+            | StoreError::InUse { .. }
+            | StoreError::Conflict { .. } => StatusCode::CONFLICT,
             StoreError::Invalid { .. } | StoreError::BadSchedule(_) => StatusCode::BAD_REQUEST,
             _ => return ApiError::internal(e),
         };

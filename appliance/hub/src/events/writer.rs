@@ -16,6 +16,7 @@ use rand_core::{OsRng, RngCore};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use time::{OffsetDateTime, UtcOffset};
 use tokio::sync::{oneshot, watch};
 
@@ -56,33 +57,32 @@ impl WriterHandle {
     }
 }
 
-pub(super) fn start(
-    data_dir: &Path,
-    utc_offset: UtcOffset,
-) -> Result<
-    (
-        WriterHandle,
-        watch::Receiver<u64>,
-        std::thread::JoinHandle<()>,
-    ),
-    EventsError,
-> {
+/// What [`start`] gives the service: the queue's sending side, the commit counter, the
+/// thread.
+pub(super) type Started = (
+    WriterHandle,
+    Arc<watch::Sender<u64>>,
+    std::thread::JoinHandle<()>,
+);
+
+pub(super) fn start(data_dir: &Path, utc_offset: UtcOffset) -> Result<Started, EventsError> {
     let store = Store::open(data_dir).map_err(|source| EventsError::Open {
         dir: data_dir.to_owned(),
         source,
     })?;
     let (tx, rx) = mpsc::channel();
-    let (committed_tx, committed_rx) = watch::channel(0u64);
+    let committed_tx = Arc::new(watch::Sender::new(0u64));
+    let committed = Arc::clone(&committed_tx);
     let thread = std::thread::Builder::new()
         .name("event-writer".into())
-        .spawn(move || run(store, utc_offset, rx, committed_tx))
+        .spawn(move || run(store, utc_offset, rx, &committed))
         .map_err(EventsError::Thread)?;
     Ok((
         WriterHandle {
             tx,
             closed: AtomicBool::new(false),
         },
-        committed_rx,
+        committed_tx,
         thread,
     ))
 }
@@ -165,7 +165,7 @@ fn accepted(outcome: IngestOutcome) -> Result<Accepted, SubmitError> {
     }
 }
 
-fn run(store: Store, utc_offset: UtcOffset, rx: Receiver<Msg>, committed: watch::Sender<u64>) {
+fn run(store: Store, utc_offset: UtcOffset, rx: Receiver<Msg>, committed: &watch::Sender<u64>) {
     let mut planning = PlanningState {
         planner: Planner::new(Vec::new(), Vec::new(), Vec::new(), Vec::new(), utc_offset),
         revision: None,

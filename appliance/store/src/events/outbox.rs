@@ -8,7 +8,8 @@
 //! - [`Store::record_attempt`] updates the delivery and appends its delivery-log row in
 //!   one transaction; it refuses a delivery that is no longer pending
 //!   ([`StoreError::Conflict`]), so a late or repeated report cannot add a second
-//!   `delivered` row.
+//!   `delivered` row. [`Store::record_attempts`] does the same for a batch of attempts in
+//!   one transaction (one commit for attempts that finished together).
 //! - [`Store::enqueue_due_repeats`] enqueues reminder `n` (1, 2, ...) of each due repeat
 //!   to its rule's live, enabled receivers and moves the schedule one interval past now,
 //!   in one transaction; it drops schedules whose event was acknowledged or ended or whose
@@ -123,6 +124,83 @@ fn cut(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// One attempt of a pending delivery, inside `tx`: the delivery's update and its log row.
+/// Refuses (writing nothing) an unknown delivery or one no longer pending.
+fn record_in(
+    tx: &Transaction<'_>,
+    delivery: DeliveryId,
+    attempt: &AttemptRecord,
+) -> Result<DeliveryStatus> {
+    let started = to_unix_ms(attempt.started_at)?;
+    let latency = duration_ms(attempt.latency);
+    let row: Option<(String, i64)> = {
+        let mut st = tx.prepare_cached("SELECT status, attempts FROM deliveries WHERE id = ?1")?;
+        st.query_row([delivery], |r| <(String, i64)>::try_from(r))
+            .optional()?
+    };
+    let Some((status, attempts)) = row else {
+        return Err(StoreError::not_found(Entity::Delivery, delivery));
+    };
+    if status != DeliveryStatus::Pending.as_str() {
+        return Err(StoreError::Conflict {
+            entity: Entity::Delivery,
+            key: delivery.to_string(),
+            why: format!("is already {status}; only pending deliveries are attempted"),
+        });
+    }
+    let n = attempts + 1;
+    let (new_status, outcome, error) = match &attempt.outcome {
+        AttemptOutcome::Delivered => {
+            let mut st = tx.prepare_cached(
+                "UPDATE deliveries SET status = 'delivered', attempts = ?2,
+                                       delivered_at = ?3, last_error = NULL
+                 WHERE id = ?1",
+            )?;
+            st.execute(params![delivery, n, started.saturating_add(latency)])?;
+            (DeliveryStatus::Delivered, "delivered", None)
+        }
+        AttemptOutcome::Failed {
+            error,
+            next_attempt_at: Some(next),
+        } => {
+            let error = cut(error, MAX_ERROR_LEN);
+            let mut st = tx.prepare_cached(
+                "UPDATE deliveries SET attempts = ?2, next_attempt_at = ?3, last_error = ?4
+                 WHERE id = ?1",
+            )?;
+            st.execute(params![delivery, n, to_unix_ms(*next)?, error])?;
+            (DeliveryStatus::Pending, "failed", Some(error))
+        }
+        AttemptOutcome::Failed {
+            error,
+            next_attempt_at: None,
+        } => {
+            let error = cut(error, MAX_ERROR_LEN);
+            let mut st = tx.prepare_cached(
+                "UPDATE deliveries SET status = 'dead', attempts = ?2, last_error = ?3
+                 WHERE id = ?1",
+            )?;
+            st.execute(params![delivery, n, error])?;
+            (DeliveryStatus::Dead, "dead", Some(error))
+        }
+    };
+    let mut st = tx.prepare_cached(
+        "INSERT INTO delivery_log (delivery_id, attempt, started_at, latency_ms, outcome,
+                                   http_status, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    st.execute(params![
+        delivery,
+        n,
+        started,
+        latency,
+        outcome,
+        attempt.http_status,
+        error
+    ])?;
+    Ok(new_status)
+}
+
 fn notifications(
     conn: &Connection,
     sql_where: &str,
@@ -191,78 +269,50 @@ impl Store {
         delivery: DeliveryId,
         attempt: &AttemptRecord,
     ) -> Result<DeliveryStatus> {
-        let started = to_unix_ms(attempt.started_at)?;
-        let latency = duration_ms(attempt.latency);
         let tx = write_tx(self.conn())?;
-        let row: Option<(String, i64)> = tx
-            .query_row(
-                "SELECT status, attempts FROM deliveries WHERE id = ?1",
-                [delivery],
-                |r| <(String, i64)>::try_from(r),
-            )
-            .optional()?;
-        let Some((status, attempts)) = row else {
-            return Err(StoreError::not_found(Entity::Delivery, delivery));
-        };
-        if status != DeliveryStatus::Pending.as_str() {
-            return Err(StoreError::Conflict {
-                entity: Entity::Delivery,
-                key: delivery.to_string(),
-                why: format!("is already {status}; only pending deliveries are attempted"),
-            });
-        }
-        let n = attempts + 1;
-        let (new_status, outcome, error) = match &attempt.outcome {
-            AttemptOutcome::Delivered => {
-                tx.execute(
-                    "UPDATE deliveries SET status = 'delivered', attempts = ?2,
-                                           delivered_at = ?3, last_error = NULL
-                     WHERE id = ?1",
-                    params![delivery, n, started.saturating_add(latency)],
-                )?;
-                (DeliveryStatus::Delivered, "delivered", None)
-            }
-            AttemptOutcome::Failed {
-                error,
-                next_attempt_at: Some(next),
-            } => {
-                let error = cut(error, MAX_ERROR_LEN);
-                tx.execute(
-                    "UPDATE deliveries SET attempts = ?2, next_attempt_at = ?3, last_error = ?4
-                     WHERE id = ?1",
-                    params![delivery, n, to_unix_ms(*next)?, error],
-                )?;
-                (DeliveryStatus::Pending, "failed", Some(error))
-            }
-            AttemptOutcome::Failed {
-                error,
-                next_attempt_at: None,
-            } => {
-                let error = cut(error, MAX_ERROR_LEN);
-                tx.execute(
-                    "UPDATE deliveries SET status = 'dead', attempts = ?2, last_error = ?3
-                     WHERE id = ?1",
-                    params![delivery, n, error],
-                )?;
-                (DeliveryStatus::Dead, "dead", Some(error))
-            }
-        };
-        tx.execute(
-            "INSERT INTO delivery_log (delivery_id, attempt, started_at, latency_ms, outcome,
-                                       http_status, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                delivery,
-                n,
-                started,
-                latency,
-                outcome,
-                attempt.http_status,
-                error
-            ],
-        )?;
+        let status = record_in(&tx, delivery, attempt)?;
         tx.commit()?;
-        Ok(new_status)
+        Ok(status)
+    }
+
+    /// [`Store::record_attempt`] for attempts that finished together, in one transaction
+    /// (one commit instead of one per attempt). Each attempt gets its own answer: a
+    /// delivery that is unknown or no longer pending is refused as
+    /// [`Store::record_attempt`] refuses it, without affecting the others. An `Err` of the
+    /// whole call (the database failed) records none of them.
+    pub fn record_attempts(
+        &self,
+        attempts: &[(DeliveryId, AttemptRecord)],
+    ) -> Result<Vec<Result<DeliveryStatus>>> {
+        let tx = write_tx(self.conn())?;
+        let mut out = Vec::with_capacity(attempts.len());
+        for (delivery, attempt) in attempts {
+            match record_in(&tx, *delivery, attempt) {
+                Ok(s) => out.push(Ok(s)),
+                Err(e @ (StoreError::NotFound { .. } | StoreError::Conflict { .. })) => {
+                    out.push(Err(e))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// How many attempts each of `deliveries` has had (unknown ids are left out): what
+    /// a worker needs to ask its retry policy when the next attempt fails.
+    pub fn delivery_attempts(&self, deliveries: &[DeliveryId]) -> Result<Vec<(DeliveryId, u32)>> {
+        let mut st = self
+            .conn()
+            .prepare_cached("SELECT attempts FROM deliveries WHERE id = ?1")?;
+        let mut out = Vec::with_capacity(deliveries.len());
+        for &d in deliveries {
+            let n: Option<i64> = st.query_row([d], |r| r.get(0)).optional()?;
+            if let Some(n) = n {
+                out.push((d, u32::try_from(n).unwrap_or(u32::MAX)));
+            }
+        }
+        Ok(out)
     }
 
     /// The console's notifications after delivery id `after`, in id order, at most
@@ -375,5 +425,145 @@ impl Store {
             self.conn()
                 .query_row("SELECT min(next_at) FROM repeats", [], |r| r.get(0))?;
         at.map(from_unix_ms).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::events::{IngestItem, IngestOutcome, NewRule, PlannedDelivery};
+    use gatehouse_alerts::model::{
+        EventId, Lifecycle, Matcher, NewEvent, ReceiverConfig, Severity, SourceKind, WebhookFormat,
+    };
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-03-02 10:00 UTC);
+
+    fn attempt(outcome: AttemptOutcome) -> AttemptRecord {
+        AttemptRecord {
+            started_at: T0,
+            latency: Duration::from_millis(3),
+            http_status: None,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn record_attempts_commits_a_batch_and_refuses_each_stale_one_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let hook = s
+            .add_receiver(
+                "hook",
+                &ReceiverConfig::Webhook {
+                    url: "http://127.0.0.1:9/h".into(),
+                    format: WebhookFormat::Json,
+                },
+            )
+            .unwrap();
+        let rule = s
+            .add_rule(&NewRule {
+                name: "all".into(),
+                matcher: Matcher::default(),
+                active: None,
+                receivers: vec![hook],
+                group_window: Duration::ZERO,
+                repeat_every: None,
+            })
+            .unwrap();
+        let items: Vec<IngestItem> = (0..3u128)
+            .map(|i| IngestItem {
+                id: EventId::new(T0, i + 1),
+                event: NewEvent {
+                    source: "nvr".into(),
+                    source_kind: SourceKind::Nvr,
+                    kind: "intrusion".into(),
+                    severity: Severity::Critical,
+                    time: T0,
+                    camera: None,
+                    zone: None,
+                    device: None,
+                    message: None,
+                    snapshot_url: None,
+                    clip_url: None,
+                    external_id: None,
+                    lifecycle: Lifecycle::Instant,
+                },
+                deliveries: vec![PlannedDelivery {
+                    receiver: hook,
+                    rule,
+                    group_window: Duration::ZERO,
+                    repeat_every: None,
+                }],
+                silenced_by: None,
+            })
+            .collect();
+        for o in s.ingest_events(&items, T0).unwrap() {
+            assert!(matches!(o, IngestOutcome::New { .. }), "{o:?}");
+        }
+        let due: Vec<DeliveryId> = s
+            .due_deliveries(hook, T0, 10, &[])
+            .unwrap()
+            .iter()
+            .map(|n| n.delivery)
+            .collect();
+        assert_eq!(due.len(), 3);
+        assert_eq!(
+            s.delivery_attempts(&[due[0], due[1], due[2], 9999])
+                .unwrap(),
+            vec![(due[0], 0), (due[1], 0), (due[2], 0)]
+        );
+        // First round: one delivered, one retried later, one given up.
+        let retry_at = T0 + time::Duration::seconds(5);
+        let results = s
+            .record_attempts(&[
+                (due[0], attempt(AttemptOutcome::Delivered)),
+                (
+                    due[1],
+                    attempt(AttemptOutcome::Failed {
+                        error: "HTTP 500".into(),
+                        next_attempt_at: Some(retry_at),
+                    }),
+                ),
+                (
+                    due[2],
+                    attempt(AttemptOutcome::Failed {
+                        error: "refused".into(),
+                        next_attempt_at: None,
+                    }),
+                ),
+            ])
+            .unwrap();
+        let statuses: Vec<DeliveryStatus> = results.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            statuses,
+            vec![
+                DeliveryStatus::Delivered,
+                DeliveryStatus::Pending,
+                DeliveryStatus::Dead
+            ]
+        );
+        assert_eq!(
+            s.delivery_attempts(&due).unwrap(),
+            vec![(due[0], 1), (due[1], 1), (due[2], 1)]
+        );
+        assert_eq!(s.next_due_at(hook, &[]).unwrap(), Some(retry_at));
+        // Second round: a late report for the delivered one is refused on its own; the
+        // pending one is recorded beside it.
+        let results = s
+            .record_attempts(&[
+                (due[0], attempt(AttemptOutcome::Delivered)),
+                (due[1], attempt(AttemptOutcome::Delivered)),
+                (4242, attempt(AttemptOutcome::Delivered)),
+            ])
+            .unwrap();
+        assert!(matches!(results[0], Err(StoreError::Conflict { .. })));
+        assert_eq!(results[1].as_ref().unwrap(), &DeliveryStatus::Delivered);
+        assert!(matches!(results[2], Err(StoreError::NotFound { .. })));
+        let r = s.reconcile().unwrap();
+        assert!(r.is_consistent(), "{r}");
+        assert_eq!((r.delivered, r.dead, r.pending), (2, 1, 0));
+        assert_eq!(r.log_rows, 4);
     }
 }

@@ -11,6 +11,9 @@
 //! - Names are 1 to 64 characters of `A-Z a-z 0-9 . _ -` (they are the `source` of the
 //!   events); `system` and `tunnel` are the box's own and cannot be registered.
 //! - An MQTT prefix belongs to one source.
+//! - The box's own sources (`system`, `tunnel`) exist only through
+//!   [`Store::ensure_internal_source`], which the hub calls at start to hand its own
+//!   processes (the tunnel) a key for the webhook.
 
 use super::{parse_source_kind, write_tx};
 use crate::error::{is_unique_violation, Entity, StoreError};
@@ -258,6 +261,22 @@ impl Store {
         row.map(event_source).transpose()
     }
 
+    /// SHA-256 of the source's current API key ([`api_key_hash`]); it changes when the
+    /// key is rotated. The hub derives an NVR's MQTT password from it.
+    pub fn event_source_key_hash(&self, id: SourceId) -> Result<[u8; 32]> {
+        let hash: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT key_hash FROM event_sources WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let hash = hash.ok_or_else(|| StoreError::not_found(Entity::EventSource, id))?;
+        <[u8; 32]>::try_from(hash.as_slice())
+            .map_err(|_| StoreError::Config(format!("event source {id}: key hash is not 32 bytes")))
+    }
+
     /// Every source, by id.
     pub fn list_event_sources(&self) -> Result<Vec<EventSource>> {
         let sql = format!("SELECT {SOURCE_COLS} FROM event_sources ORDER BY id");
@@ -315,6 +334,72 @@ impl Store {
         Ok(key)
     }
 
+    /// Makes sure one of the box's own sources (`system` or `tunnel`, which
+    /// [`Store::add_event_source`] refuses) exists with kind `kind` and that `key` is its
+    /// API key: `None` (nothing in hand) or a key that is not the source's gets a fresh
+    /// key, returned here and only here; a key that still matches returns `None` and
+    /// changes nothing. A created source is enabled; an existing one keeps its enabled
+    /// flag (an admin may have turned it off). Any other name is [`StoreError::Invalid`].
+    pub fn ensure_internal_source(
+        &self,
+        name: &str,
+        kind: SourceKind,
+        key: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(EventSource, Option<ApiKey>)> {
+        if !RESERVED_NAMES.contains(&name) {
+            return Err(StoreError::invalid(
+                "source name",
+                format!(
+                    "{name:?} is not one of the box's own sources ({}); register it with \
+                     `gatehouse source add`",
+                    RESERVED_NAMES.join(", ")
+                ),
+            ));
+        }
+        let tx = write_tx(self.conn())?;
+        let existing: Option<(i64, Vec<u8>, String)> = tx
+            .query_row(
+                "SELECT id, key_hash, kind FROM event_sources WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let (id, fresh) = match existing {
+            Some((id, hash, stored_kind)) => {
+                let matches = key.is_some_and(|k| hash.as_slice() == api_key_hash(k).as_slice());
+                if matches && stored_kind == kind.as_str() {
+                    return Ok((self.event_source(id)?, None));
+                }
+                let fresh = (!matches).then(ApiKey::generate).transpose()?;
+                let hash = fresh
+                    .as_ref()
+                    .map_or(hash, |k| api_key_hash(k.expose()).to_vec());
+                tx.execute(
+                    "UPDATE event_sources SET key_hash = ?2, kind = ?3 WHERE id = ?1",
+                    params![id, hash, kind.as_str()],
+                )?;
+                (id, fresh)
+            }
+            None => {
+                let fresh = ApiKey::generate()?;
+                tx.execute(
+                    "INSERT INTO event_sources (name, kind, key_hash, enabled, created_at)
+                     VALUES (?1, ?2, ?3, 1, ?4)",
+                    params![
+                        name,
+                        kind.as_str(),
+                        &api_key_hash(fresh.expose())[..],
+                        to_unix_ms(now)?
+                    ],
+                )?;
+                (tx.last_insert_rowid(), Some(fresh))
+            }
+        };
+        tx.commit()?;
+        Ok((self.event_source(id)?, fresh))
+    }
+
     /// Removes a source: its key and MQTT prefix stop working. Its events stay (they carry
     /// the source's name, not its id).
     pub fn remove_event_source(&self, id: SourceId) -> Result<()> {
@@ -326,5 +411,69 @@ impl Store {
             return Err(StoreError::not_found(Entity::EventSource, id));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-03-02 10:00 UTC);
+
+    #[test]
+    fn the_boxs_own_sources_get_keys_only_through_ensure_internal_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Admins cannot take the reserved names.
+        let e = store
+            .add_event_source("tunnel", SourceKind::Tunnel, None, None, T0)
+            .unwrap_err();
+        assert!(e.to_string().contains("reserved"), "{e}");
+
+        // First start: created, enabled, with a fresh key the webhook recognises.
+        let (src, key) = store
+            .ensure_internal_source("tunnel", SourceKind::Tunnel, None, T0)
+            .unwrap();
+        let key = key.unwrap();
+        assert_eq!(
+            (src.name.as_str(), src.kind, src.enabled),
+            ("tunnel", SourceKind::Tunnel, true)
+        );
+        assert_eq!(
+            store.event_source_by_key(key.expose()).unwrap().unwrap().id,
+            src.id
+        );
+        // The key in hand still matches: nothing changes.
+        let (again, none) = store
+            .ensure_internal_source("tunnel", SourceKind::Tunnel, Some(key.expose()), T0)
+            .unwrap();
+        assert_eq!((again.id, none), (src.id, None));
+        // A lost or wrong key: a new one replaces it; the old one stops working. An
+        // admin's "disabled" stays.
+        store.set_event_source_enabled(src.id, false).unwrap();
+        let (rotated, new_key) = store
+            .ensure_internal_source("tunnel", SourceKind::Tunnel, Some("not-the-key"), T0)
+            .unwrap();
+        let new_key = new_key.unwrap();
+        assert_eq!(rotated.id, src.id);
+        assert!(!rotated.enabled);
+        assert_ne!(new_key, key);
+        assert!(store.event_source_by_key(key.expose()).unwrap().is_none());
+        assert_eq!(
+            store
+                .event_source_by_key(new_key.expose())
+                .unwrap()
+                .unwrap()
+                .name,
+            "tunnel"
+        );
+        assert_eq!(store.list_event_sources().unwrap().len(), 1);
+
+        // Only the reserved names.
+        let e = store
+            .ensure_internal_source("nvr-yard", SourceKind::Nvr, None, T0)
+            .unwrap_err();
+        assert!(e.to_string().contains("gatehouse source add"), "{e}");
     }
 }
