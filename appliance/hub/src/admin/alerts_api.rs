@@ -44,8 +44,9 @@
 //!   `POST /events/{id}/ack`: `comment?` (the body may be empty).
 //! - `GET /deliveries?event=&receiver=&delivery=&outcome=&after=&limit=`.
 
+use super::api::{created, holidays_str, num_param, ok, only_params, opt_ts, path_id, ts};
 use super::auth::{Action, Caller};
-use super::{reply, AdminApi, ApiError, Fields, Patch};
+use super::{AdminApi, ApiError, Fields, Patch};
 use crate::events::delivery::DeliverySettings;
 use crate::mqtt::nvr_mqtt_credentials;
 use crate::provisioning::{host_port, Listening};
@@ -54,7 +55,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use gatehouse_access::model::{HolidayRule, Schedule};
-use gatehouse_access::text::{format_schedule, format_windows, parse_bound, parse_schedule, Bound};
+use gatehouse_access::text::{format_schedule, parse_bound, parse_schedule, Bound};
 use gatehouse_alerts::model::{
     Event, EventId, Lifecycle, Matcher, ModelError, NewEvent, Notification, NotificationKind,
     Receiver, ReceiverConfig, ReceiverId, Rule, Severity, Silence, SmtpSecurity, SourceKind,
@@ -77,7 +78,6 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
-use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
 /// Default page of `GET /events` and the delivery log.
@@ -91,38 +91,12 @@ pub const TEST_KIND: &str = "alert.test";
 
 // ---- helpers -----------------------------------------------------------------------
 
-fn ts(t: OffsetDateTime, tz: UtcOffset) -> String {
-    let t = t.checked_to_offset(tz).unwrap_or(t);
-    t.format(&Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
-}
-
-fn opt_ts(t: Option<OffsetDateTime>, tz: UtcOffset) -> Value {
-    t.map_or(Value::Null, |t| Value::String(ts(t, tz)))
-}
-
-fn path_id(raw: &str, what: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "the {what} id in the path must be a positive number"
-        ))
-    })
-}
-
 fn path_event(raw: &str) -> Result<EventId, ApiError> {
     raw.parse::<EventId>().map_err(|_| {
         ApiError::bad_request(
             "the event id in the path must be a ULID (26 characters, as `GET /api/v1/events` shows)",
         )
     })
-}
-
-fn created(body: Value) -> Result<Response, ApiError> {
-    Ok(reply(StatusCode::CREATED, &body))
-}
-
-fn ok(body: Value) -> Result<Response, ApiError> {
-    Ok(reply(StatusCode::OK, &body))
 }
 
 /// A body that may be empty (read as `{}`): acknowledgements, tests, rotations.
@@ -139,32 +113,6 @@ async fn optional_fields(body: Body) -> Result<Fields, ApiError> {
         return Fields::parse(b"{}");
     }
     Fields::parse(&bytes)
-}
-
-fn only_params(
-    q: HashMap<String, String>,
-    known: &[&str],
-) -> Result<HashMap<String, String>, ApiError> {
-    if let Some(k) = q.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!(
-            "unknown query parameter `{k}`; expected {}",
-            known.join(", ")
-        )));
-    }
-    Ok(q)
-}
-
-fn num_param<T: std::str::FromStr>(
-    q: &HashMap<String, String>,
-    k: &str,
-    what: &str,
-) -> Result<Option<T>, ApiError> {
-    q.get(k)
-        .map(|v| {
-            v.parse()
-                .map_err(|_| ApiError::bad_request(format!("`{k}` must be {what}")))
-        })
-        .transpose()
 }
 
 fn bool_param(q: &HashMap<String, String>, k: &str) -> Result<Option<bool>, ApiError> {
@@ -296,14 +244,6 @@ fn duration_value(field: &str, v: Value) -> Result<Duration, ApiError> {
         _ => Err(ApiError::bad_request(format!(
             "`{field}` must be a number of seconds, or {DURATION_FORMS}"
         ))),
-    }
-}
-
-fn holidays_str(rule: &HolidayRule) -> String {
-    match rule {
-        HolidayRule::Closed => "closed".to_owned(),
-        HolidayRule::Ignore => "ignore".to_owned(),
-        HolidayRule::Windows(w) => format_windows(w),
     }
 }
 

@@ -37,7 +37,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use gatehouse_access::model::{Direction, HolidayRule, Level, Person, Schedule, Validity, Window};
+use gatehouse_access::model::{Direction, HolidayRule, Level, Person, Schedule, Validity};
 use gatehouse_access::text::{
     check_label_against_typed, format_schedule, parse_acc_id, parse_bound, parse_schedule, Bound,
 };
@@ -62,17 +62,17 @@ pub const DEFAULT_ZONE: &str = "main";
 
 // ---- helpers -----------------------------------------------------------------------
 
-fn ts(t: OffsetDateTime, tz: UtcOffset) -> String {
+pub(super) fn ts(t: OffsetDateTime, tz: UtcOffset) -> String {
     let t = t.checked_to_offset(tz).unwrap_or(t);
     t.format(&Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
-fn opt_ts(t: Option<OffsetDateTime>, tz: UtcOffset) -> Value {
+pub(super) fn opt_ts(t: Option<OffsetDateTime>, tz: UtcOffset) -> Value {
     t.map_or(Value::Null, |t| Value::String(ts(t, tz)))
 }
 
-fn path_id(raw: &str, what: &str) -> Result<i64, ApiError> {
+pub(super) fn path_id(raw: &str, what: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
         ApiError::bad_request(format!(
             "the {what} id in the path must be a positive number"
@@ -169,11 +169,11 @@ fn check_validity(v: &Validity) -> Result<(), ApiError> {
 
 const DATE_WHAT: &str = "a date like 2026-12-31 or an RFC 3339 time";
 
-fn created(body: Value) -> Result<Response, ApiError> {
+pub(super) fn created(body: Value) -> Result<Response, ApiError> {
     Ok(reply(StatusCode::CREATED, &body))
 }
 
-fn ok(body: Value) -> Result<Response, ApiError> {
+pub(super) fn ok(body: Value) -> Result<Response, ApiError> {
     Ok(reply(StatusCode::OK, &body))
 }
 
@@ -203,23 +203,11 @@ fn card_view(c: &CardRecord, people: &HashMap<i64, String>, tz: UtcOffset) -> Va
     })
 }
 
-fn holidays_str(rule: &HolidayRule) -> String {
+pub(super) fn holidays_str(rule: &HolidayRule) -> String {
     match rule {
         HolidayRule::Closed => "closed".to_owned(),
         HolidayRule::Ignore => "ignore".to_owned(),
-        HolidayRule::Windows(w) => w
-            .iter()
-            .map(|Window { start, end }| {
-                format!(
-                    "{:02}:{:02}-{:02}:{:02}",
-                    start / 60,
-                    start % 60,
-                    end / 60,
-                    end % 60
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(","),
+        HolidayRule::Windows(w) => gatehouse_access::text::format_windows(w),
     }
 }
 
@@ -811,7 +799,7 @@ pub async fn add_zone(
 
 // ---- access log --------------------------------------------------------------------
 
-fn only_params(
+pub(super) fn only_params(
     q: HashMap<String, String>,
     known: &[&str],
 ) -> Result<HashMap<String, String>, ApiError> {
@@ -824,7 +812,7 @@ fn only_params(
     Ok(q)
 }
 
-fn num_param<T: std::str::FromStr>(
+pub(super) fn num_param<T: std::str::FromStr>(
     q: &HashMap<String, String>,
     k: &str,
     what: &str,
