@@ -41,7 +41,7 @@ mod sources;
 
 pub use config::{AlertConfig, NewRule, NewSilence, MAX_GROUP_WINDOW};
 pub use ingest::{IngestItem, IngestOutcome, PlannedDelivery};
-pub use outbox::{AttemptOutcome, AttemptRecord, MAX_ERROR_LEN};
+pub use outbox::{AttemptOutcome, AttemptRecord, DeadDelivery, MAX_ERROR_LEN};
 pub use queries::{
     AckOutcome, DeliveryCount, DeliveryLogEntry, DeliveryLogFilter, DeliveryLogOutcome,
     DeliveryRecord, EventDetail, EventFilter, QueueDepth, Reconciliation, DEFAULT_PAGE, MAX_PAGE,

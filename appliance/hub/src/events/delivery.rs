@@ -119,6 +119,38 @@ pub fn spawn(
     ))
 }
 
+/// Raises the "delivery dead" events a previous run recorded the deaths of but died
+/// before storing (the event's external id makes raising one twice harmless).
+async fn raise_missed_dead_events(store: &StoreConn, events: &EventService) {
+    let missed = match store.call(|s| s.dead_deliveries_without_event(1024)).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "looking for dead deliveries without their event");
+            return;
+        }
+    };
+    let now = time::OffsetDateTime::now_utc();
+    for d in missed {
+        let dead = NewEvent::delivery_dead(
+            d.receiver,
+            &d.receiver_name,
+            d.delivery,
+            d.event,
+            d.severity,
+            &d.error,
+            now,
+        );
+        match events.submit(dead, Ingress::System).await {
+            Ok(_) => {
+                tracing::info!(delivery = d.delivery, receiver = %d.receiver_name, "raised a delivery_dead event missed by the previous run")
+            }
+            Err(e) => {
+                tracing::error!(delivery = d.delivery, error = %e, "could not raise the delivery_dead event")
+            }
+        }
+    }
+}
+
 /// A running worker, as the dispatcher holds it.
 struct Running {
     /// Dropping it stops the worker.
@@ -133,6 +165,7 @@ async fn dispatch(
     mut stop: watch::Receiver<bool>,
 ) {
     let store = StoreConn::new(&data_dir);
+    raise_missed_dead_events(&store, &events).await;
     let mut workers: HashMap<ReceiverId, Running> = HashMap::new();
     let mut retired: Vec<JoinHandle<()>> = Vec::new();
     let mut revision: Option<u64> = None;

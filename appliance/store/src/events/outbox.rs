@@ -19,12 +19,14 @@
 //!   order: a client that resumes after id `n` gets exactly what came after `n`.
 
 use super::{
-    duration_ms, into_notification, kind_cols, notification_cols, read_notification, write_tx,
+    duration_ms, into_notification, kind_cols, notification_cols, parse_event_id,
+    read_notification, severity_from_code, write_tx,
 };
 use crate::error::{Entity, StoreError};
 use crate::store::{from_unix_ms, to_unix_ms, Result, Store};
 use gatehouse_alerts::model::{
-    DeliveryId, DeliveryStatus, Notification, NotificationKind, ReceiverId, RuleId,
+    DeliveryId, DeliveryStatus, EventId, Notification, NotificationKind, ReceiverId, RuleId,
+    Severity, DELIVERY_DEAD_KIND,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::time::Duration;
@@ -111,6 +113,19 @@ pub(super) fn insert_delivery(
         st.execute(params![id, now_ms])?;
     }
     Ok(id)
+}
+
+/// A dead delivery, with what its "delivery dead" event says
+/// ([`Store::dead_deliveries_without_event`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadDelivery {
+    pub delivery: DeliveryId,
+    pub receiver: ReceiverId,
+    pub receiver_name: String,
+    pub event: EventId,
+    pub severity: Severity,
+    /// The last attempt's error.
+    pub error: String,
 }
 
 fn cut(text: &str, max: usize) -> &str {
@@ -311,6 +326,48 @@ impl Store {
             if let Some(n) = n {
                 out.push((d, u32::try_from(n).unwrap_or(u32::MAX)));
             }
+        }
+        Ok(out)
+    }
+
+    /// Dead deliveries whose "alert.delivery_dead" event was never stored (the hub died
+    /// between recording the last attempt and raising the event), oldest first, at most
+    /// `limit`. The hub raises them again at start; the event's external id
+    /// (`delivery:<id>`, see `NewEvent::delivery_dead`) makes raising one twice harmless.
+    pub fn dead_deliveries_without_event(&self, limit: usize) -> Result<Vec<DeadDelivery>> {
+        let mut st = self.conn().prepare_cached(
+            "SELECT d.id, d.receiver_id, r.name, e.id, e.severity, COALESCE(d.last_error, '') \
+             FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+             JOIN receivers r ON r.id = d.receiver_id \
+             WHERE d.status = 'dead' AND e.kind != ?1 AND NOT EXISTS ( \
+               SELECT 1 FROM events x WHERE x.source = 'system' \
+               AND x.external_id = 'delivery:' || d.id) \
+             ORDER BY d.id LIMIT ?2",
+        )?;
+        let rows = st.query_map(
+            params![DELIVERY_DEAD_KIND, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (delivery, receiver, receiver_name, event, severity, error) = row?;
+            out.push(DeadDelivery {
+                delivery,
+                receiver,
+                receiver_name,
+                event: parse_event_id(&event)?,
+                severity: severity_from_code(severity)?,
+                error,
+            });
         }
         Ok(out)
     }

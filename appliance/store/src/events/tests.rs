@@ -1448,3 +1448,35 @@ fn hot_queries_use_their_indexes() {
     assert!(feed.contains("deliveries_receiver_status"), "{feed}");
     assert!(!feed.contains("TEMP B-TREE"), "{feed}");
 }
+
+#[test]
+fn dead_deliveries_without_their_event_are_found_until_it_is_stored() {
+    let (_d, s) = store();
+    let hook = webhook(&s, "hook");
+    let all = rule(&s, "all", &[hook], 0, None);
+    let (id, _, _) = new_of(&ingest_one(
+        &s,
+        item(
+            event("nvr-yard", "intrusion", Severity::Warning, None),
+            Some(&all),
+        ),
+        T0,
+    ));
+    let due = s.due_deliveries(hook, T0, 10, &[]).unwrap();
+    let d = due[0].delivery;
+    assert!(s.dead_deliveries_without_event(10).unwrap().is_empty());
+    assert_eq!(failed(&s, d, T0, None), DeliveryStatus::Dead);
+    // The hub died before raising the event: the next start finds it.
+    let missed = s.dead_deliveries_without_event(10).unwrap();
+    assert_eq!(missed.len(), 1);
+    assert_eq!(
+        (missed[0].delivery, missed[0].receiver, missed[0].event),
+        (d, hook, id)
+    );
+    assert_eq!(missed[0].receiver_name, "hook");
+    assert_eq!(missed[0].severity, Severity::Warning);
+    assert_eq!(missed[0].error, "HTTP 503");
+    let dead = NewEvent::delivery_dead(hook, "hook", d, id, Severity::Warning, "HTTP 503", at(1));
+    ingest_one(&s, item(dead, None), at(1));
+    assert!(s.dead_deliveries_without_event(10).unwrap().is_empty());
+}
