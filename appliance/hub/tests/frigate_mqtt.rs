@@ -405,9 +405,18 @@ fn frigate_messages_fold_into_events_and_notify_the_console() {
         ),
     ]);
 
-    let events = wait_for("the good message after the bad ones", || {
+    // Messages about different Frigate ids commit in any order (each is submitted on its
+    // own task; only one id's messages keep their order): wait for all three.
+    let events = wait_for("the good message after the bad ones, and both ends", || {
         let e = events_by_external_id(&store, "yard");
-        e.contains_key("event:1718000003.5-after").then_some(e)
+        let ended = |k: &str| {
+            e.get(k)
+                .is_some_and(|v| v.iter().all(|ev| ev.new.lifecycle == Lifecycle::Ended))
+        };
+        (e.contains_key("event:1718000003.5-after")
+            && ended(&format!("event:{obj}"))
+            && ended(&format!("review:{rev}")))
+        .then_some(e)
     });
     // One event per Frigate id, whatever the number of messages.
     assert!(events.values().all(|v| v.len() == 1), "{events:#?}");
