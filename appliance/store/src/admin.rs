@@ -20,7 +20,7 @@
 //! [`OffsetDateTime`] here.
 
 use crate::error::{is_unique_violation, StoreError};
-use crate::store::{from_unix_ms, to_unix_ms, Result, Store};
+use crate::store::{from_unix_ms, to_unix_ms, write_tx, Result, Store};
 use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -250,7 +250,7 @@ impl Store {
     /// session of the admin. `Ok(false)`: no such admin.
     pub fn set_admin_password(&self, id: AdminId, password_hash: &str) -> Result<bool> {
         check_password_hash(password_hash)?;
-        let tx = self.conn().unchecked_transaction()?;
+        let tx = write_tx(self.conn())?;
         let n = tx.execute(
             "UPDATE admins SET password_hash = ?2, failed_logins = 0, locked_until_ms = NULL
              WHERE id = ?1",
@@ -271,7 +271,7 @@ impl Store {
 
     /// Enables or disables an admin; disabling ends its sessions.
     pub fn set_admin_enabled(&self, id: AdminId, enabled: bool) -> Result<bool> {
-        let tx = self.conn().unchecked_transaction()?;
+        let tx = write_tx(self.conn())?;
         let n = tx.execute(
             "UPDATE admins SET enabled = ?2 WHERE id = ?1",
             params![id, enabled],
@@ -285,7 +285,7 @@ impl Store {
 
     /// Removes an admin and its sessions.
     pub fn remove_admin(&self, id: AdminId) -> Result<bool> {
-        let tx = self.conn().unchecked_transaction()?;
+        let tx = write_tx(self.conn())?;
         tx.execute("DELETE FROM admin_sessions WHERE admin_id = ?1", [id])?;
         let n = tx.execute("DELETE FROM admins WHERE id = ?1", [id])?;
         tx.commit()?;
@@ -344,7 +344,7 @@ impl Store {
         }
         let now_ms = to_unix_ms(now)?;
         let hash = session_token_hash(token);
-        let tx = self.conn().unchecked_transaction()?;
+        let tx = write_tx(self.conn())?;
         let enabled: Option<bool> = tx
             .query_row("SELECT enabled FROM admins WHERE id = ?1", [admin], |r| {
                 r.get(0)

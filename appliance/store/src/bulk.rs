@@ -14,7 +14,7 @@
 
 use crate::error::{is_unique_violation, Entity, StoreError};
 use crate::site_key::SiteKey;
-use crate::store::{check_name, Result, Store};
+use crate::store::{check_name, write_tx, Result, Store};
 use gatehouse_access::model::{CardId, LevelId, PersonId};
 use rusqlite::{params, OptionalExtension};
 
@@ -71,7 +71,7 @@ impl Store {
                 ));
             }
         }
-        let tx = self.conn().unchecked_transaction()?;
+        let tx = write_tx(self.conn())?;
         for level in levels {
             let found: Option<i64> = tx
                 .query_row("SELECT id FROM levels WHERE id = ?1", [level], |r| r.get(0))

@@ -51,23 +51,12 @@ pub use sources::{api_key_hash, ApiKey, EventSource};
 use crate::error::StoreError;
 #[cfg(doc)]
 use crate::store::Store;
-use crate::store::{from_unix_ms, Result};
+use crate::store::{from_unix_ms, write_tx, Result};
 use gatehouse_alerts::model::{
     Ack, Event, EventId, Lifecycle, NewEvent, NotificationKind, Severity, SourceKind,
 };
-use rusqlite::{Connection, Row, Transaction, TransactionBehavior};
+use rusqlite::Row;
 use std::time::Duration;
-
-/// A write transaction that takes the write lock at once (`BEGIN IMMEDIATE`): the
-/// hub's writer, its delivery workers and the CLI each have a connection, and a deferred
-/// transaction that reads before it writes could fail with `SQLITE_BUSY` on the upgrade
-/// without waiting (SQLite docs, "Transaction": "BEGIN IMMEDIATE").
-fn write_tx(conn: &Connection) -> Result<Transaction<'_>> {
-    Ok(Transaction::new_unchecked(
-        conn,
-        TransactionBehavior::Immediate,
-    )?)
-}
 
 /// The stored number of a severity (`events.severity`).
 fn severity_code(s: Severity) -> i64 {

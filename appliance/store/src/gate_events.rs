@@ -13,7 +13,7 @@
 //! - Times are unix milliseconds: `at` by the gate's clock, `received` by the hub's.
 
 use crate::error::StoreError;
-use crate::store::{from_unix_ms, to_unix_ms, Result, Store};
+use crate::store::{from_unix_ms, to_unix_ms, write_tx, Result, Store};
 use gatehouse_access::model::GateId;
 use gatehouse_gate_proto::DoorEventKind;
 use rusqlite::params;
@@ -109,7 +109,7 @@ impl Store {
     /// Stores `events` in one transaction, skipping any whose `(gate, gate_seq)` is already
     /// stored; returns how many were new.
     pub fn insert_gate_events(&self, events: &[NewGateEvent]) -> Result<usize> {
-        let tx = self.conn().unchecked_transaction()?;
+        let tx = write_tx(self.conn())?;
         let mut inserted = 0;
         {
             let mut st = tx.prepare_cached(

@@ -138,6 +138,17 @@ pub struct Holiday {
 const DATE_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
     time::macros::format_description!("[year]-[month]-[day]");
 
+/// A transaction that takes the write lock at once (`BEGIN IMMEDIATE`). A deferred one
+/// that reads and then writes fails with `SQLITE_BUSY` at once, whatever the busy
+/// timeout, when another connection committed in between (SQLite docs, "Transaction":
+/// "BEGIN IMMEDIATE"); every transaction that writes uses this one.
+pub(crate) fn write_tx(conn: &Connection) -> Result<rusqlite::Transaction<'_>> {
+    Ok(rusqlite::Transaction::new_unchecked(
+        conn,
+        rusqlite::TransactionBehavior::Immediate,
+    )?)
+}
+
 pub(crate) fn format_date(d: Date) -> Result<String> {
     d.format(DATE_FORMAT)
         .map_err(|e| StoreError::invalid("date", e.to_string()))
@@ -583,7 +594,7 @@ impl Store {
 
     /// Removes a zone; refused while gates are in it.
     pub fn remove_zone(&self, id: ZoneId) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = write_tx(&self.conn)?;
         self.require(Entity::Zone, "zones", id)?;
         let gates: i64 =
             tx.query_row("SELECT count(*) FROM gates WHERE zone_id = ?1", [id], |r| {
@@ -624,7 +635,7 @@ impl Store {
             .map_err(|e| StoreError::invalid("allowed IPs", e.to_string()))?;
         let secret = random_secret()?;
 
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = write_tx(&self.conn)?;
         self.require(Entity::Zone, "zones", new.zone)?;
         let taken: Option<String> = tx
             .query_row(
@@ -780,7 +791,7 @@ impl Store {
         if seen.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = write_tx(&self.conn)?;
         {
             let mut stmt = tx.prepare_cached("UPDATE gates SET last_seen = ?2 WHERE id = ?1")?;
             for (id, at) in seen {
@@ -888,7 +899,7 @@ impl Store {
         }
         let (from, until) = validity_cols(&new.validity)?;
         let hash = key.card_hash(acc_id);
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = write_tx(&self.conn)?;
         self.require(Entity::Person, "people", new.person)?;
         let existing: Option<i64> = tx
             .query_row("SELECT id FROM cards WHERE hash = ?1", [&hash.0[..]], |r| {
@@ -1057,7 +1068,7 @@ impl Store {
 
     /// Adds a gate to a level. Returns false if it was already there.
     pub fn add_level_gate(&self, level: LevelId, gate: GateId) -> Result<bool> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = write_tx(&self.conn)?;
         self.require(Entity::Level, "levels", level)?;
         self.require(Entity::Gate, "gates", gate)?;
         let n = tx.execute(
@@ -1087,7 +1098,7 @@ impl Store {
 
     /// Grants a level to a person. Returns false if already granted.
     pub fn grant_level(&self, person: PersonId, level: LevelId) -> Result<bool> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = write_tx(&self.conn)?;
         self.require(Entity::Person, "people", person)?;
         self.require(Entity::Level, "levels", level)?;
         let n = tx.execute(
