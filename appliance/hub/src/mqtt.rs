@@ -51,8 +51,9 @@
 //!   Gate requests arrive at QoS 0 and need none; mosquitto keeps sending them while
 //!   Frigate messages wait for their commits (its in-flight limit counts QoS 1 only).
 //!
-//! Subscriptions follow the store (polled every [`REFRESH_INTERVAL`]: event sources have
-//! no revision counter): a new NVR is subscribed, a removed or disabled one unsubscribed,
+//! Subscriptions follow the store (the store's alert configuration revision, which every
+//! change to event sources bumps, is checked every [`REFRESH_INTERVAL`]; the sources are
+//! re-read only when it moved): a new NVR is subscribed, a removed or disabled one unsubscribed,
 //! and every connection subscribes again to all of them. A message on the topic of a
 //! source that is gone is acknowledged and counted.
 //!
@@ -310,12 +311,13 @@ impl NvrSet {
     }
 }
 
-/// The hub's own connection to the store for the NVR sources (event sources carry no
-/// revision, so they are polled).
+/// The hub's own connection to the store for the NVR sources.
 struct SourceReader {
     store: Store,
     site_key: SiteKey,
     topics: Topics,
+    /// The store's alert configuration revision at the last successful read.
+    read_at: Option<u64>,
 }
 
 impl SourceReader {
@@ -329,7 +331,20 @@ impl SourceReader {
             store: Store::open(data_dir).map_err(err)?,
             site_key: SiteKey::load_or_create(data_dir).map_err(err)?,
             topics,
+            read_at: None,
         })
+    }
+
+    /// [`SourceReader::read`] if the sources may have changed since the last read (the
+    /// revision moved), else `None`. Blocking.
+    fn read_if_changed(&mut self) -> Result<Option<NvrSet>, StoreError> {
+        let revision = self.store.alert_config_revision()?;
+        if self.read_at == Some(revision) {
+            return Ok(None);
+        }
+        let set = self.read()?;
+        self.read_at = Some(revision);
+        Ok(Some(set))
     }
 
     /// The enabled NVR sources with a usable prefix, lowest id first. Blocking.
@@ -559,11 +574,14 @@ impl MqttTransport {
         let (sources, nvrs) = {
             let (dir, t) = (data_dir.clone(), topics.clone());
             tokio::task::spawn_blocking(move || {
-                let sources = SourceReader::open(&dir, t)?;
-                let nvrs = sources.read().map_err(|source| MqttError::Store {
-                    dir: dir.clone(),
-                    source,
-                })?;
+                let mut sources = SourceReader::open(&dir, t)?;
+                let nvrs = sources
+                    .read_if_changed()
+                    .map_err(|source| MqttError::Store {
+                        dir: dir.clone(),
+                        source,
+                    })?
+                    .unwrap_or_default();
                 Ok::<_, MqttError>((sources, nvrs))
             })
             .await
@@ -797,7 +815,7 @@ struct Follower {
 }
 
 /// Every [`REFRESH_INTERVAL`]: re-reads the gates (when the store's revision moved) and the
-/// NVR sources; re-provisions the broker when the accounts changed; then tells the session
+/// NVR sources (when the alert configuration revision moved); re-provisions the broker when the accounts changed; then tells the session
 /// about new NVR sources (after their accounts and the hub's ACL exist). Returns the
 /// provisioner (to stop the broker) unless a blocking task panicked.
 async fn follow_store(
@@ -824,9 +842,9 @@ async fn follow_store(
         if revision != gates_revision && f.provisioner.is_some() {
             gates = gate_accounts(&service.gates());
         }
-        let reader = f.sources;
+        let mut reader = f.sources;
         let (reader, read) = match tokio::task::spawn_blocking(move || {
-            let r = reader.read();
+            let r = reader.read_if_changed();
             (reader, r)
         })
         .await
@@ -841,7 +859,7 @@ async fn follow_store(
         let nvrs = match read {
             Ok(n) => {
                 read_failing = false;
-                n
+                n.unwrap_or_else(|| f.nvrs.clone())
             }
             Err(e) => {
                 if !read_failing {

@@ -238,8 +238,9 @@ CREATE INDEX gate_events_at ON gate_events(at_ms);
 ///   delivery; UNIQUE(delivery_id, attempt).
 /// - `repeats`: reminders of unacknowledged events, per (event, rule); the interval is
 ///   the rule's current `repeat_every_s`.
-/// - `alert_revision`: bumped by every change to receivers, rules, silences and holidays,
-///   so the hub rebuilds its alert planner only when something changed.
+/// - `alert_revision`: bumped by every change to receivers, rules, silences, holidays and
+///   event sources, so the hub rebuilds its alert planner and re-reads its NVR sources
+///   only when something changed.
 ///
 /// Times are unix milliseconds; `group_window_s` and `repeat_every_s` are seconds.
 const V4_EVENTS: &str = r#"
@@ -389,6 +390,9 @@ CREATE TRIGGER alert_rev_silences_del AFTER DELETE ON silences BEGIN UPDATE aler
 CREATE TRIGGER alert_rev_holidays_ins AFTER INSERT ON holidays BEGIN UPDATE alert_revision SET value = value + 1; END;
 CREATE TRIGGER alert_rev_holidays_upd AFTER UPDATE ON holidays BEGIN UPDATE alert_revision SET value = value + 1; END;
 CREATE TRIGGER alert_rev_holidays_del AFTER DELETE ON holidays BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_sources_ins AFTER INSERT ON event_sources BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_sources_upd AFTER UPDATE ON event_sources BEGIN UPDATE alert_revision SET value = value + 1; END;
+CREATE TRIGGER alert_rev_sources_del AFTER DELETE ON event_sources BEGIN UPDATE alert_revision SET value = value + 1; END;
 "#;
 
 /// The ordered migrations; index `i` takes the database to version `i + 1`.

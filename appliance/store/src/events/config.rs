@@ -370,8 +370,8 @@ fn load_silences(conn: &Connection, sql_where: &str, at: Option<i64>) -> Result<
 }
 
 impl Store {
-    /// A counter bumped by every change to receivers, rules, silences and holidays. Read
-    /// it before [`Store::load_alert_config`]; if it moved since, load again.
+    /// A counter bumped by every change to receivers, rules, silences, holidays and event
+    /// sources. Read it before [`Store::load_alert_config`]; if it moved since, load again.
     pub fn alert_config_revision(&self) -> Result<u64> {
         let v: i64 =
             self.conn()
