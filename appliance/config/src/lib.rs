@@ -180,6 +180,10 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// The file in `general.data_dir` where the hub leaves the API key of its reserved event
+/// source `tunnel` (0600) and the tunnel reads it to post its events to the hub's webhook.
+pub const TUNNEL_EVENTS_KEY_FILE: &str = "tunnel-events.key";
+
 /// The auth / event broker (`gatehouse hub`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -3,7 +3,7 @@
 //!
 //! The tunnel is its own process and does not open the hub's database. At start the hub
 //! writes an API key for the source `tunnel` to [`KEY_FILE`] in the data directory
-//! (0600; the hub's `events::monitor::TUNNEL_KEY_FILE`); the tunnel reads it and posts
+//! (0600; `gatehouse_config::TUNNEL_EVENTS_KEY_FILE`); the tunnel reads it and posts
 //! each event as JSON to `http://<hub.http_listen>/api/v1/events` (an unspecified
 //! address means the loopback one).
 //!
@@ -48,8 +48,8 @@ pub const PEER_DISCONNECTED: &str = "tunnel.peer_disconnected";
 pub const HANDSHAKE_FAILURES: &str = "tunnel.handshake_failures";
 
 /// The file in the data directory holding the `tunnel` source's API key (written by the
-/// hub; the same name as its `events::monitor::TUNNEL_KEY_FILE`).
-pub const KEY_FILE: &str = "tunnel-events.key";
+/// hub; the name is defined once, in gatehouse-config).
+pub use gatehouse_config::TUNNEL_EVENTS_KEY_FILE as KEY_FILE;
 /// WireGuard's Reject-After-Time (the paper, section 6.1).
 pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
 /// The window handshake failures are counted in.

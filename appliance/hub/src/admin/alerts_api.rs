@@ -44,7 +44,7 @@
 //!   `POST /events/{id}/ack`: `comment?` (the body may be empty).
 //! - `GET /deliveries?event=&receiver=&delivery=&outcome=&after=&limit=`.
 
-use super::api::{created, holidays_str, num_param, ok, only_params, opt_ts, path_id, ts};
+use super::api::{created, holidays_str, num_param, ok, only_params, opt_ts, path_id, ts, Ref};
 use super::auth::{Action, Caller};
 use super::{AdminApi, ApiError, Fields, Patch};
 use crate::events::delivery::DeliverySettings;
@@ -192,33 +192,6 @@ fn model_err(e: ModelError) -> ApiError {
             ApiError::bad_request(format!("`{field}`: {why}"))
         }
         other => ApiError::bad_request(other.to_string()),
-    }
-}
-
-/// An id number or a name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Ref {
-    Id(i64),
-    Name(String),
-}
-
-impl Ref {
-    fn from_value(field: &str, v: Value, what: &str) -> Result<Ref, ApiError> {
-        match v {
-            Value::Number(n) => n.as_i64().map(Ref::Id),
-            Value::String(s) => Some(Ref::Name(s)),
-            _ => None,
-        }
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "`{field}` must list the {what}s' ids (numbers) or names (text)"
-            ))
-        })
-    }
-
-    /// From a query parameter: digits are an id, anything else a name.
-    fn from_param(s: &str) -> Ref {
-        s.parse().map_or_else(|_| Ref::Name(s.to_owned()), Ref::Id)
     }
 }
 

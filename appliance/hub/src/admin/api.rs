@@ -82,13 +82,13 @@ pub(super) fn path_id(raw: &str, what: &str) -> Result<i64, ApiError> {
 
 /// An id number or a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Ref {
+pub(super) enum Ref {
     Id(i64),
     Name(String),
 }
 
 impl Ref {
-    fn from_value(field: &str, v: Value, what: &str) -> Result<Ref, ApiError> {
+    pub(super) fn from_value(field: &str, v: Value, what: &str) -> Result<Ref, ApiError> {
         match v {
             Value::Number(n) => n.as_i64().map(Ref::Id),
             Value::String(s) => Some(Ref::Name(s)),
@@ -102,7 +102,7 @@ impl Ref {
     }
 
     /// From a query parameter: digits are an id, anything else a name.
-    fn from_param(s: &str) -> Ref {
+    pub(super) fn from_param(s: &str) -> Ref {
         s.parse().map_or_else(|_| Ref::Name(s.to_owned()), Ref::Id)
     }
 }

@@ -92,7 +92,7 @@ pub const MAX_PENDING: usize = 1024;
 /// The file in the data directory that says a hub is running.
 pub const RUNNING_MARKER: &str = "hub.running";
 /// The file in the data directory that holds the tunnel source's API key.
-pub const TUNNEL_KEY_FILE: &str = "tunnel-events.key";
+pub use gatehouse_config::TUNNEL_EVENTS_KEY_FILE as TUNNEL_KEY_FILE;
 /// The reserved source the tunnel posts its events as.
 pub const TUNNEL_SOURCE: &str = "tunnel";
 
