@@ -2,13 +2,16 @@
 # Installs what Gatehouse's workflows need and is missing; does nothing (quickly) when
 # everything is present. Called by `make deps`, `make run`, `make test`.
 #
-#   scripts/deps.sh          Debian packages for the tests + cargo-nextest
+#   scripts/deps.sh          Debian packages for the tests + cargo-nextest + the console
+#                            test's playwright-core (npm ci into its node_modules)
 #   scripts/deps.sh bench    the same, plus boringtun-cli (crates.io) into target/tools,
 #                            the comparison peer of `make bench-tunnel`
 #
 # Debian packages are installed with --no-install-recommends (wireguard-tools would
 # otherwise pull a kernel image). `apt-get update` runs only when something must be
-# installed. One line is printed per thing installed.
+# installed. One line is printed per thing installed. Node.js may come from elsewhere
+# (nodesource's nodejs carries its own npm and conflicts with Debian's npm): Debian's
+# nodejs and npm are installed only when `node` (or `npm`) is missing.
 set -euo pipefail
 
 mode="${1:-base}"
@@ -29,7 +32,8 @@ CARGO="${CARGO:-cargo}"
 
 # Debian packages: the interop peers (wireguard-go, wg), traffic and MQTT tools, the
 # namespace and firewall tools of the end-to-end tests, and a C toolchain for crates
-# that compile C and for linking (rustup's toolchain uses the system linker `cc`).
+# that compile C and for linking (rustup's toolchain uses the system linker `cc`), and the
+# headless browser of the console's end-to-end test (driven by playwright-core from npm).
 debian_packages=(
     wireguard-go
     wireguard-tools
@@ -44,7 +48,13 @@ debian_packages=(
     procps
     gcc
     libc6-dev
+    chromium
 )
+if ! command -v node >/dev/null 2>&1; then
+    debian_packages+=(nodejs npm)
+elif ! command -v npm >/dev/null 2>&1; then
+    debian_packages+=(npm)
+fi
 
 say() { printf 'deps: %s\n' "$*"; }
 die() {
@@ -81,7 +91,7 @@ install_debian_packages() {
     if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
         # Not Debian: check the commands only and say what is missing.
         local c absent=()
-        for c in wireguard-go wg iperf3 mosquitto mosquitto_sub nft ip ping ps cc; do
+        for c in wireguard-go wg iperf3 mosquitto mosquitto_sub nft ip ping ps cc chromium node npm; do
             command -v "$c" >/dev/null 2>&1 || absent+=("$c")
         done
         [ "${#absent[@]}" -eq 0 ] || die "not a Debian system; please install: ${absent[*]}"
@@ -118,6 +128,21 @@ check_rust() {
     fi
 }
 
+# --- the console test's node modules ------------------------------------------------
+# playwright-core, pinned in package.json and package-lock.json. npm writes its hidden
+# lockfile into node_modules on every install: present and not older than the lockfile
+# means the installed tree is the locked one.
+console_tests="$root_dir/appliance/gatehouse/tests/console"
+install_console_test_modules() {
+    local installed="$console_tests/node_modules/.package-lock.json"
+    if [ -f "$installed" ] && [ ! "$console_tests/package-lock.json" -nt "$installed" ]; then
+        return 0
+    fi
+    command -v npm >/dev/null 2>&1 || die "npm not found: install Node.js (20 or later) with npm"
+    say "npm ci in ${console_tests#"$root_dir"/} (playwright-core for the console's browser test)"
+    (cd "$console_tests" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
 # --- benchmark peers ------------------------------------------------------------------
 # boringtun-cli goes into a project-local root so that it does not land on the machine's
 # PATH; scripts/bench-tunnel.sh looks for it there. (`make clean` removes it with target/.)
@@ -131,6 +156,7 @@ install_bench_tools() {
 
 install_debian_packages
 check_rust
+install_console_test_modules
 if [ "$mode" = bench ]; then
     install_bench_tools
 fi

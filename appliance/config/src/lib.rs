@@ -188,8 +188,19 @@ pub const TUNNEL_EVENTS_KEY_FILE: &str = "tunnel-events.key";
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Hub {
-    /// Where the console and JSON API listen (also the gates' HTTP transport).
+    /// Where the plain-HTTP listener is (the gates' HTTP transport, the events webhook,
+    /// health and metrics; also the console and JSON API when it is a loopback address or
+    /// `dev_plain_http` is set).
     pub http_listen: SocketAddr,
+    /// Where the console and JSON API listen over HTTPS (the same routes as
+    /// `http_listen`); `None` (an empty string in the file) turns HTTPS off.
+    #[serde(deserialize_with = "optional_socket_addr")]
+    pub https_listen: Option<SocketAddr>,
+    /// Extra DNS names and IP addresses for the console's certificate.
+    pub tls_names: Vec<String>,
+    /// Serve the console and JSON API on a non-loopback `http_listen` too (development
+    /// only: passwords and sessions would cross the network in the clear).
+    pub dev_plain_http: bool,
     /// Where gates connect with the raw-TCP transport; `None` (an empty string in the
     /// file) turns that transport off.
     #[serde(deserialize_with = "optional_socket_addr")]
@@ -459,11 +470,79 @@ impl Default for Hub {
     fn default() -> Self {
         Hub {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            https_listen: Some(SocketAddr::from(([0, 0, 0, 0], 8443))),
+            tls_names: Vec::new(),
+            dev_plain_http: false,
             gate_tcp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 7300))),
             timezone_offset: UtcOffsetMinutes::default(),
             mqtt: Mqtt::default(),
             alerts: Alerts::default(),
         }
+    }
+}
+
+/// Whether `name` is a DNS host name (RFC 1123 labels) or an IP address.
+fn is_dns_name_or_ip(name: &str) -> bool {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+impl Hub {
+    fn validate_listeners(
+        &self,
+        invalid: &dyn Fn(&str, &str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        for (i, name) in self.tls_names.iter().enumerate() {
+            if !is_dns_name_or_ip(name) {
+                return Err(invalid(
+                    &format!("hub.tls_names[{i}]"),
+                    "a DNS name (like gatehouse.example.net) or an IP address",
+                    format!("{name:?}"),
+                ));
+            }
+        }
+        match self.https_listen {
+            Some(https) => {
+                let http = self.http_listen;
+                let overlap = https.port() == http.port()
+                    && (https.ip() == http.ip()
+                        || https.ip().is_unspecified()
+                        || http.ip().is_unspecified());
+                if overlap && https.port() != 0 {
+                    return Err(invalid(
+                        "hub.https_listen",
+                        &format!("an address:port other than hub.http_listen ({http})"),
+                        https.to_string(),
+                    ));
+                }
+            }
+            None if !self.http_listen.ip().is_loopback() && !self.dev_plain_http => {
+                return Err(invalid(
+                    "hub.https_listen",
+                    &format!(
+                        "an address for the console over HTTPS, like \"0.0.0.0:8443\": \
+                         hub.http_listen ({}) is not a loopback address, so plain HTTP serves \
+                         only gates, the events webhook and health; or set \
+                         hub.dev_plain_http = true (development only)",
+                        self.http_listen
+                    ),
+                    "\"\" (off)".into(),
+                ));
+            }
+            None => {}
+        }
+        Ok(())
     }
 }
 
@@ -671,6 +750,7 @@ impl Config {
         if t.peers_file.as_os_str().is_empty() {
             t.peers_file = self.general.data_dir.join(format!("{}.conf", t.interface));
         }
+        self.hub.validate_listeners(&invalid)?;
         self.hub.mqtt.validate(&invalid)?;
         self.hub.alerts.validate(&invalid)
     }
@@ -815,6 +895,52 @@ mod tests {
             e.contains("`hub.gate_tcp_listen`") && e.contains("7300"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn hub_https_keys() {
+        let c = Config::default();
+        assert_eq!(
+            c.hub.https_listen,
+            Some(SocketAddr::from(([0, 0, 0, 0], 8443)))
+        );
+        assert!(c.hub.tls_names.is_empty() && !c.hub.dev_plain_http);
+        let c = parse(
+            "[hub]\nhttps_listen = \"\"\ntls_names = [\"gh.example.net\", \"192.0.2.5\", \"fd00::5\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.hub.https_listen, None);
+        assert_eq!(c.hub.tls_names.len(), 3);
+        // Plain HTTP on the LAN needs HTTPS for the console, or the development switch.
+        let e = parse("[hub]\nhttp_listen = \"0.0.0.0:8080\"\nhttps_listen = \"\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`hub.https_listen`") && e.contains("hub.dev_plain_http = true"),
+            "{e}"
+        );
+        parse(
+            "[hub]\nhttp_listen = \"0.0.0.0:8080\"\nhttps_listen = \"\"\ndev_plain_http = true\n",
+        )
+        .unwrap();
+        parse("[hub]\nhttp_listen = \"0.0.0.0:8080\"\n").unwrap();
+        for (text, key) in [
+            ("https_listen = \"127.0.0.1:8080\"", "hub.https_listen"),
+            (
+                "http_listen = \"0.0.0.0:9000\"\nhttps_listen = \"127.0.0.1:9000\"",
+                "hub.https_listen",
+            ),
+            ("https_listen = \"nope\"", "hub.https_listen"),
+            ("tls_names = [\"bad name\"]", "hub.tls_names[0]"),
+            (
+                "tls_names = [\"ok.example\", \"-x.example\"]",
+                "hub.tls_names[1]",
+            ),
+            ("tls_names = [\"\"]", "hub.tls_names[0]"),
+        ] {
+            let e = parse(&format!("[hub]\n{text}\n")).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `gatehouse admin add|list|passwd|disable|enable|remove`: the console and API admins,
-//! managed on the box's shell (how the first admin is made). Arguments, password input and
+//! `gatehouse admin add|list|passwd|disable|enable|remove|enrol-token`: the console and
+//! API admins, managed on the box's shell (how the first admin is made, or the one-time
+//! token with which the first admin enrols in the console). Arguments, password input and
 //! printing only; the rule and the hashing are `gatehouse_hub::admin::password`'s, the
 //! rows `gatehouse_store`'s.
 //!
@@ -15,7 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use gatehouse_config::Config;
 use gatehouse_hub::admin::password;
-use gatehouse_store::admin::{AdminRecord, AdminRole};
+use gatehouse_store::admin::{AdminRecord, AdminRole, EnrolToken, ENROL_TOKEN_VALIDITY};
 use gatehouse_store::Store;
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
@@ -52,6 +53,9 @@ pub enum AdminCommand {
     Enable { name: String },
     /// Remove an admin for good (ends its sessions).
     Remove { name: String },
+    /// Make a one-time token with which the first admin enrols in the web console
+    /// (replaces any earlier token; valid 7 days; only while no admin exists).
+    EnrolToken,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -193,6 +197,28 @@ pub fn run(config: &Config, cmd: &AdminCommand) -> Result<()> {
             let a = find(&store, name)?;
             store.remove_admin(a.id)?;
             println!("admin {name:?} removed");
+        }
+        AdminCommand::EnrolToken => {
+            let token = EnrolToken::generate()?;
+            if !store.replace_enrol_token(&token, now)? {
+                bail!(
+                    "an admin exists already, so there is nothing to enrol: log in to the \
+                     console, or add admins with `gatehouse admin add NAME --role admin`"
+                );
+            }
+            println!("enrolment token: {token}");
+            println!(
+                "valid until {} (7 days), for one enrolment, while no admin exists",
+                crate::console_cmd::rfc3339(now + ENROL_TOKEN_VALIDITY)
+            );
+            let (urls, cert) = crate::console_cmd::console_and_cert(config)?;
+            for (i, u) in urls.iter().enumerate() {
+                let label = if i == 0 { "enrol at:" } else { "" };
+                println!("{label:<17}{u}#/enrol");
+            }
+            if let Some(c) = cert {
+                println!("certificate SHA-256: {}", c.fingerprint());
+            }
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 mod access_cmd;
 mod admin_cmd;
 mod alerts_cmd;
+mod console_cmd;
 mod peer_cmd;
 mod signals;
 
@@ -43,8 +44,13 @@ enum Command {
     /// Run the WireGuard endpoint configured by [tunnel] and the peer store (the box's
     /// `gatehouse-tunnel` unit). SIGHUP reloads the peer store.
     Tunnel,
-    /// Run the hub: the console and JSON API on hub.http_listen.
+    /// Run the hub: the console and JSON API on hub.https_listen (and hub.http_listen),
+    /// the gates' transports and the events pipeline. Prints the console's address and
+    /// certificate fingerprint on stderr, and an enrolment token while no admin exists.
     Hub,
+    /// Print the console's address(es) and its certificate's SHA-256 fingerprint (makes
+    /// the certificate if it is missing), and whether the first admin may still enrol.
+    Console,
     /// A WireGuard userspace implementation driven by `wg` and wg-quick exactly like
     /// wireguard-go: creates the TUN device IFNAME, serves /var/run/wireguard/IFNAME.sock,
     /// and goes to the background unless -f or WG_PROCESS_FOREGROUND=1.
@@ -137,6 +143,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Card(cmd) => access_cmd::card(&load(&cli)?, cmd),
         Command::Log(cmd) => access_cmd::log(&load(&cli)?, cmd),
         Command::Admin(cmd) => admin_cmd::run(&load(&cli)?, cmd),
+        Command::Console => console_cmd::run(&load(&cli)?),
         Command::Source(cmd) => alerts_cmd::source(&load(&cli)?, cmd),
         Command::Receiver(cmd) => alerts_cmd::receiver(&load(&cli)?, cmd),
         Command::Rule(cmd) => alerts_cmd::rule(&load(&cli)?, cmd),
@@ -199,6 +206,21 @@ fn run_hub(config: Config) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(gatehouse_hub::serve(&config, signals::stopped()))?;
+    // Installs the signal handlers now: a SIGTERM during start-up (or while the banner is
+    // read) then stops the hub as soon as it runs, instead of killing it.
+    if signals::stop_requested() {
+        return Ok(());
+    }
+    let hub = rt.block_on(gatehouse_hub::Hub::bind(&config))?;
+    match console_cmd::banner(
+        &config,
+        hub.https_addr(),
+        hub.http_addr(),
+        hub.console_cert(),
+    ) {
+        Ok(banner) => eprint!("{banner}"),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot show the console banner"),
+    }
+    rt.block_on(hub.run(signals::stopped()))?;
     Ok(())
 }

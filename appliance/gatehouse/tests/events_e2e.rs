@@ -680,7 +680,7 @@ fn wait_forced(store: &Store, n: usize) {
 
 fn config_text(site: &Site, mqtt_port: u16) -> String {
     format!(
-        "[general]\ndata_dir = \"{data}\"\n[hub]\nhttp_listen = \"{http}\"\n\
+        "[general]\ndata_dir = \"{data}\"\n[hub]\nhttp_listen = \"{http}\"\nhttps_listen = \"\"\n\
          gate_tcp_listen = \"{tcp}\"\n[hub.mqtt]\nmode = \"external\"\n\
          broker = \"127.0.0.1:{mqtt_port}\"\npassword_file = \"{pw}\"\n\
          provision_dir = \"{prov}\"\n{ALERTS_SECTION}",

@@ -173,6 +173,19 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl GateAuth {
+    /// An enabled gate with an all-zero key and no IP allow-list (unit tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(id: u32) -> GateAuth {
+        GateAuth {
+            id,
+            name: format!("gate-{id}"),
+            enabled: true,
+            mqtt_username: format!("gate-{id}"),
+            key: [0; 32],
+            allowed: None,
+        }
+    }
+
     /// The gate's own 32-byte key, for sealing and verifying binary frames.
     pub fn key(&self) -> &GateKey {
         &self.key
@@ -290,6 +303,8 @@ struct Inner {
     drops: DropCounters,
     /// Where door and tamper alarms are raised as events (set once by the hub).
     gate_alerts: std::sync::OnceLock<Arc<crate::gate_frames::GateAlerts>>,
+    /// Remote door opens on their way to gates (see [`crate::gate_commands`]).
+    commands: Arc<crate::gate_commands::GateCommands>,
 }
 
 /// The hub's access decisions, shared by every transport (cheap to clone).
@@ -473,6 +488,7 @@ impl AccessService {
                 allow_lists,
                 drops: DropCounters::default(),
                 gate_alerts: std::sync::OnceLock::new(),
+                commands: Arc::default(),
             }),
         })
     }
@@ -504,6 +520,11 @@ impl AccessService {
     /// Where door and tamper alarms are raised, if the hub set it.
     pub fn gate_alerts(&self) -> Option<&Arc<crate::gate_frames::GateAlerts>> {
         self.inner.gate_alerts.get()
+    }
+
+    /// The commands on their way to gates, and the links they are pushed on.
+    pub fn gate_commands(&self) -> &Arc<crate::gate_commands::GateCommands> {
+        &self.inner.commands
     }
 
     /// The gate's credentials, if it is known.

@@ -19,6 +19,14 @@
 //!   ([`GateAlerts`], see below);
 //! - anything else (messages only the hub sends): `ErrorReply` Unsupported.
 //!
+//! Every frame accepted from a gate (tag, address and sequence number all good) also
+//! takes the remote door opens queued for that gate ([`crate::gate_commands`]), returned
+//! in [`Handled::commands`] to go out after the frame's own answer on the same transport:
+//! that is how an HTTP gate, which only ever asks, gets a command (in the reply to its
+//! next heartbeat or other frame). [`Handled::accepted`] tells the transport which gate
+//! it heard, so TCP can register the connection as the gate's push link and MQTT can note
+//! the gate as listening.
+//!
 //! [`resolve`] turns an [`Answer`] into sealed reply frames handed one by one, in order,
 //! to a [`ReplySink`] (a TCP connection, MQTT publishes, an HTTP body), waiting for a
 //! decision's log row to be durable first; a decision the log could not make durable
@@ -65,10 +73,12 @@ use crate::access::{
 use crate::allow_list::AllowListReply;
 use crate::drops::DropKind;
 use crate::events::{EventService, Ingress, StoreConn, SubmitError};
+use crate::gate_commands::Command;
 use gatehouse_alerts::model::{limits, Lifecycle, NewEvent, Severity, SourceKind};
 use gatehouse_gate_proto::DoorEventKind;
 use gatehouse_gate_proto::{
-    verify, Decision, ErrorCode, ErrorReply, Frame, Message, OfflineAck, Repr, MAX_FRAME_LEN,
+    verify, Decision, ErrorCode, ErrorReply, Frame, Message, OfflineAck, RemoteOpen, Repr,
+    MAX_FRAME_LEN,
 };
 use gatehouse_store::events::EventFilter;
 use gatehouse_store::gate_events::GateEventKind;
@@ -129,6 +139,12 @@ pub enum Answer {
         gate: Arc<GateAuth>,
         reply: AllowListReply,
     },
+    /// Remote door opens for the gate (`RemoteOpen` frames, one each, in order; see
+    /// [`crate::gate_commands`]).
+    Commands {
+        gate: Arc<GateAuth>,
+        commands: Vec<Command>,
+    },
     /// A door or tamper event to store (an alarm raised as an event first): no reply
     /// frame, but the transport goes on only once it is committed. Resolved in order, so
     /// the `gate_events` rows keep the order of the frames.
@@ -159,6 +175,7 @@ impl std::fmt::Debug for Answer {
             Answer::Offline { .. } => "offline ack",
             Answer::AllowList { .. } => "allow-list",
             Answer::GateEvent { .. } => "gate event",
+            Answer::Commands { .. } => "commands",
         };
         f.debug_struct("Answer")
             .field("gate", &self.gate_id())
@@ -175,7 +192,8 @@ impl Answer {
             | Answer::Error { gate, .. }
             | Answer::Offline { gate, .. }
             | Answer::AllowList { gate, .. }
-            | Answer::GateEvent { gate, .. } => gate.id,
+            | Answer::GateEvent { gate, .. }
+            | Answer::Commands { gate, .. } => gate.id,
         }
     }
 
@@ -185,42 +203,94 @@ impl Answer {
             Answer::Decision { .. }
             | Answer::Offline { .. }
             | Answer::AllowList { .. }
-            | Answer::GateEvent { .. } => true,
+            | Answer::GateEvent { .. }
+            | Answer::Commands { .. } => true,
             Answer::Error { authentic, .. } => *authentic,
         }
     }
 }
 
-/// Handles one frame whose length is already checked; returns the answer owed, if any.
+/// What one frame calls for.
+#[derive(Debug, Default)]
+pub struct Handled {
+    /// The answer owed to the frame, if any.
+    pub answer: Option<Answer>,
+    /// Remote door opens queued for the gate, to send after the answer.
+    pub commands: Option<Answer>,
+    /// The gate whose frame was accepted (authentic, allowed, fresh).
+    pub accepted: Option<u32>,
+}
+
+impl Handled {
+    fn refused(answer: Option<Answer>) -> Handled {
+        Handled {
+            answer,
+            ..Handled::default()
+        }
+    }
+
+    /// The answer, then the commands.
+    pub fn into_answers(self) -> impl Iterator<Item = Answer> {
+        self.answer.into_iter().chain(self.commands)
+    }
+}
+
+/// Handles one frame whose length is already checked: the answer owed, if any, and the
+/// commands queued for its gate if it was accepted.
 pub fn handle(
     service: &AccessService,
     frame: &Frame<&[u8]>,
     peer: Peer,
     transport: &'static str,
-) -> Option<Answer> {
+) -> Handled {
     let drops = service.drops();
     let gate_id = frame.gate_id();
-    let seq = frame.seq();
     let Some(gate) = service.gate(gate_id) else {
         drops.count(
             DropKind::UnknownGate,
             transport,
             &format_args!("{peer}: frame for unknown gate {gate_id}"),
         );
-        return None;
+        return Handled::default();
     };
+    let (answer, accepted) = answer(service, &gate, frame, peer, transport);
+    if !accepted {
+        return Handled::refused(answer);
+    }
+    Handled {
+        answer,
+        commands: service.gate_commands().due(&gate),
+        accepted: Some(gate_id),
+    }
+}
+
+/// The answer owed to a frame of `gate`, and whether the frame was accepted.
+fn answer(
+    service: &AccessService,
+    gate: &Arc<GateAuth>,
+    frame: &Frame<&[u8]>,
+    peer: Peer,
+    transport: &'static str,
+) -> (Option<Answer>, bool) {
+    let gate = Arc::clone(gate);
+    let drops = service.drops();
+    let gate_id = frame.gate_id();
+    let seq = frame.seq();
     let refuse = |kind, code, authentic, detail: &dyn std::fmt::Display| {
         drops.count(
             kind,
             transport,
             &format_args!("{peer}: gate {gate_id}: {detail}"),
         );
-        Some(Answer::Error {
-            gate: gate.clone(),
-            seq,
-            code,
-            authentic,
-        })
+        (
+            Some(Answer::Error {
+                gate: gate.clone(),
+                seq,
+                code,
+                authentic,
+            }),
+            false,
+        )
     };
     if let Err(e) = verify(gate.key(), frame) {
         return refuse(DropKind::BadAuth, e.reply_code(), false, &e);
@@ -255,16 +325,19 @@ pub fn handle(
     if let Err(e) = service.accept_seq(gate_id, seq, now) {
         return refuse(DropKind::Replayed, ErrorCode::Replay, true, &e);
     }
-    match repr.message {
+    let answer = match repr.message {
         Message::AccessRequest(req) => {
             match service.begin(gate_id, Some(seq), req.card.as_bytes(), now) {
                 Ok(pending) => Some(Answer::Decision { gate, pending }),
-                Err(e) => refuse(
-                    DropKind::Malformed,
-                    e.reply_code().unwrap_or(ErrorCode::Malformed),
-                    true,
-                    &e,
-                ),
+                Err(e) => {
+                    refuse(
+                        DropKind::Malformed,
+                        e.reply_code().unwrap_or(ErrorCode::Malformed),
+                        true,
+                        &e,
+                    )
+                    .0
+                }
             }
         }
         Message::Heartbeat(_) => {
@@ -293,7 +366,10 @@ pub fn handle(
                     Ok(r) => receipts.push(r),
                     // The batch is refused whole; entries submitted before the bad
                     // one are stored, and count as duplicates if it comes again.
-                    Err(e) => return refuse(DropKind::Malformed, ErrorCode::Malformed, true, &e),
+                    Err(e) => {
+                        let refused = refuse(DropKind::Malformed, ErrorCode::Malformed, true, &e);
+                        return (refused.0, true);
+                    }
                 }
             }
             Some(Answer::Offline {
@@ -302,16 +378,21 @@ pub fn handle(
                 receipts,
             })
         }
-        other => refuse(
-            DropKind::Unsupported,
-            ErrorCode::Unsupported,
-            true,
-            &format_args!(
-                "{} messages are sent by the hub, not to it",
-                msg_name(&other)
-            ),
-        ),
-    }
+        other => {
+            refuse(
+                DropKind::Unsupported,
+                ErrorCode::Unsupported,
+                true,
+                &format_args!(
+                    "{} messages are sent by the hub, not to it",
+                    msg_name(&other)
+                ),
+            )
+            .0
+        }
+    };
+    // The frame's number was accepted: the gate spoke, whatever it said.
+    (answer, true)
 }
 
 /// A door or tamper event: answered later ([`Answer::GateEvent`]: an alarm raised, then
@@ -552,6 +633,7 @@ fn msg_name(m: &Message) -> &'static str {
         Message::AllowListRequest(_) => "allow-list request",
         Message::AllowListDelta(_) => "allow-list delta",
         Message::Error(_) => "error reply",
+        Message::RemoteOpen(_) => "remote open",
     }
 }
 
@@ -559,6 +641,12 @@ fn msg_name(m: &Message) -> &'static str {
 pub trait ReplySink: Send {
     /// Takes one sealed frame (at most `MAX_FRAME_LEN` bytes).
     fn frame(&mut self, frame: &[u8]) -> impl Future<Output = ()> + Send;
+
+    /// Sends what it holds now and says whether every frame so far left (a command is
+    /// delivered only then). By default frames leave as they are taken.
+    fn sent(&mut self) -> impl Future<Output = bool> + Send {
+        std::future::ready(true)
+    }
 }
 
 /// Frames back to back, as on raw TCP (an HTTP body, a test).
@@ -603,6 +691,33 @@ pub async fn resolve<S: ReplySink>(
     transport: &'static str,
 ) {
     match answer {
+        Answer::Commands { gate, commands } => {
+            let mut buf = Vec::with_capacity(MAX_FRAME_LEN);
+            for command in commands {
+                if command.expired() {
+                    continue; // dropped: its ticket settles as expired
+                }
+                let open = RemoteOpen {
+                    seq: command.id,
+                    relay_ms: command.relay_ms,
+                };
+                if !seal(&mut buf, &gate, Message::RemoteOpen(open)) {
+                    continue;
+                }
+                sink.frame(&buf).await;
+                if sink.sent().await {
+                    tracing::info!(
+                        gate = gate.id,
+                        request = command.id,
+                        transport,
+                        "remote open delivered"
+                    );
+                    command.delivered();
+                } else {
+                    service.gate_commands().requeue(gate.id, command);
+                }
+            }
+        }
         Answer::Error {
             gate,
             seq,

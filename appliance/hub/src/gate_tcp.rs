@@ -12,6 +12,12 @@
 //! of piling up in memory). At most [`MAX_IN_FLIGHT`] answers wait per connection; beyond
 //! that the reader stops reading (TCP back-pressure).
 //!
+//! Commands: once a gate's frame is accepted on a connection, the connection is that
+//! gate's push link for remote door opens ([`crate::gate_commands`]) until it closes: a
+//! command joins the queue of answers and is written in order with them (flushed at
+//! once, and reported delivered only once the write succeeded). Commands queued while
+//! the gate had no link follow the answer to its next frame.
+//!
 //! Refusals: a frame for an unknown gate or with a tag that does not verify is counted and
 //! dropped (no key to seal a reply with, or a forger to whom a sealed reply would hand
 //! authentic frames); a known gate's disallowed address, malformed payload, replayed
@@ -22,6 +28,7 @@
 
 use crate::access::AccessService;
 use crate::drops::DropKind;
+use crate::gate_commands::TcpLinkGuard;
 use crate::gate_frames::{self, Answer, Peer, ReplySink};
 use gatehouse_gate_proto::{Error as ProtoError, FrameDecoder, MAX_FRAME_LEN};
 use std::net::SocketAddr;
@@ -74,6 +81,8 @@ async fn connection(
     let (tx, rx) = mpsc::channel::<Answer>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(writer(wr, rx, service.clone()));
     let mut decoder = FrameDecoder::new(vec![0u8; MAX_FRAME_LEN]);
+    // The gates heard on this connection: its push links, removed when it ends.
+    let mut links: Vec<(u32, TcpLinkGuard)> = Vec::new();
     'read: loop {
         let n = tokio::select! {
             r = rd.read(decoder.spare_mut()) => match r {
@@ -84,7 +93,7 @@ async fn connection(
         };
         decoder.commit(n);
         loop {
-            let answer = match decoder.next_frame() {
+            let handled = match decoder.next_frame() {
                 Ok(Some(frame)) => {
                     gate_frames::handle(&service, &frame, Peer::Ip(peer.ip()), TRANSPORT)
                 }
@@ -100,13 +109,19 @@ async fn connection(
                     break 'read;
                 }
             };
-            if let Some(a) = answer {
+            if let Some(gate) = handled.accepted {
+                if !links.iter().any(|(g, _)| *g == gate) {
+                    links.push((gate, service.gate_commands().tcp_link(gate, &tx)));
+                }
+            }
+            for a in handled.into_answers() {
                 if tx.send(a).await.is_err() {
                     break 'read; // the writer stopped: the peer is gone
                 }
             }
         }
     }
+    drop(links);
     drop(tx);
     let _ = writer.await;
     tracing::debug!(%peer, "gate disconnected");
@@ -139,6 +154,11 @@ impl ReplySink for Outbound {
         if self.buf.len() >= WRITE_BATCH {
             self.flush().await;
         }
+    }
+
+    async fn sent(&mut self) -> bool {
+        self.flush().await;
+        !self.broken
     }
 }
 

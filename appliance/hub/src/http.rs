@@ -26,7 +26,10 @@
 //! ([`gate_frames`]), IP allow-list included. Answer 200 `application/octet-stream`: the
 //! reply frames back to back, as TCP would carry them (an `ErrorReply` for a refused frame,
 //! every chunk of an allow-list transfer, nothing for a heartbeat or an event, nothing for
-//! a decision the log could not make durable). Errors, in JSON as above: 400 a body that
+//! a decision the log could not make durable), followed by a `RemoteOpen` frame for each
+//! remote door open queued for the gate ([`crate::gate_commands`]): an HTTP gate only
+//! ever asks, so the reply to its next accepted frame (typically its heartbeat) is how a
+//! command reaches it. The JSON `access/check` reply carries no commands. Errors, in JSON as above: 400 a body that
 //! is not exactly one frame (whatever its length field claims), 401 a tag that does not
 //! verify with the gate's key, 404 unknown gate (there is no key to seal a reply with),
 //! 413 a body over [`MAX_FRAME_LEN`] bytes.
@@ -210,7 +213,8 @@ async fn frames(
         );
     }
     let mut out = Vec::new();
-    if let Some(answer) = gate_frames::handle(&service, &frame, Peer::Ip(peer.ip()), TRANSPORT) {
+    let handled = gate_frames::handle(&service, &frame, Peer::Ip(peer.ip()), TRANSPORT);
+    if let Some(answer) = &handled.answer {
         if !answer.is_authentic() {
             return error(
                 StatusCode::UNAUTHORIZED,
@@ -220,6 +224,8 @@ async fn frames(
                 ),
             );
         }
+    }
+    for answer in handled.into_answers() {
         gate_frames::resolve(&mut out, answer, &service, TRANSPORT).await;
     }
     (

@@ -12,9 +12,13 @@
 //!   embedded mode.
 //! - [`gate_frames`]: what the binary transports (TCP, MQTT, HTTP frames) do with one
 //!   sealed frame.
+//! - [`gate_commands`]: commands the hub starts towards gates (remote door opens) and how
+//!   each transport hands them over.
 //! - [`allow_list`]: the gates' offline allow-lists and their versioned sync.
 //! - [`provisioning`]: what a gate is set up with (ids, keys, addresses), for the CLI and
 //!   the admin API.
+//! - [`tls`]: the console over HTTPS on `hub.https_listen` (certificate, TLS listener),
+//!   and what plain HTTP still serves on a non-loopback `hub.http_listen`.
 //! - [`events`]: the events pipeline: every event stored with its notifications
 //!   (accepted = committed), the event webhook, alert delivery with retries, reminders,
 //!   the console's live feed and `/metrics`.
@@ -32,11 +36,13 @@ pub mod admin;
 pub mod allow_list;
 pub mod drops;
 pub mod events;
+pub mod gate_commands;
 pub mod gate_frames;
 pub mod gate_tcp;
 pub mod http;
 pub mod mqtt;
 pub mod provisioning;
+pub mod tls;
 
 use access::{AccessError, AccessService};
 use axum::routing::get;
@@ -66,20 +72,16 @@ pub enum HubError {
     Mqtt(#[from] mqtt::MqttError),
     #[error("events pipeline: {0}")]
     Events(#[from] events::EventsError),
+    #[error("console HTTPS (hub.https_listen): {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
-/// The hub's routes without the gate transport (landing page and health).
+/// The web console's page and assets ([`console::routes`]).
+pub mod console;
+
+/// The hub's routes without the gate transport (the console and health).
 pub fn router() -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/healthz", get(|| async { "ok\n" }))
-}
-
-async fn index() -> axum::response::Html<String> {
-    axum::response::Html(format!(
-        "<!doctype html><title>Gatehouse</title><h1>Gatehouse</h1><p>version {}</p>\n",
-        env!("CARGO_PKG_VERSION")
-    ))
+    console::routes().route("/healthz", get(|| async { "ok\n" }))
 }
 
 /// A hub with its store open and its listeners bound, not yet serving.
@@ -89,6 +91,9 @@ pub struct Hub {
     admin: admin::AdminApi,
     http: TcpListener,
     http_addr: SocketAddr,
+    /// The console's HTTPS listener and certificate (`None`: hub.https_listen is off).
+    https: Option<(TcpListener, SocketAddr, tls::ConsoleCert)>,
+    plain_http: tls::PlainHttp,
     gate_tcp: Option<(TcpListener, SocketAddr)>,
     mqtt: Option<mqtt::MqttTransport>,
     events: events::EventService,
@@ -117,7 +122,25 @@ impl Hub {
         let delivery = events::delivery::DeliverySettings::from_config(&config.hub.alerts)
             .map_err(events::EventsError::Sender)?;
         let mut admin = admin::AdminApi::open(config, access.clone()).await?;
+        admin.set_events(events.clone());
         let (http, http_addr) = bind(config.hub.http_listen, "hub.http_listen").await?;
+        let https = match config.hub.https_listen {
+            Some(addr) => {
+                let cert_config = config.clone();
+                let (cert, created) = tokio::task::spawn_blocking(move || {
+                    tls::ConsoleCert::load_or_create(&cert_config)
+                })
+                .await
+                .map_err(|e| AccessError::Task(e.to_string()))??;
+                if created {
+                    tracing::info!(path = %cert.path().display(), "console certificate made");
+                }
+                let (l, a) = bind(addr, "hub.https_listen").await?;
+                Some((l, a, cert))
+            }
+            None => None,
+        };
+        let plain_http = tls::PlainHttp::for_config(config, https.as_ref().map(|h| h.1));
         let gate_tcp = match config.hub.gate_tcp_listen {
             Some(addr) => Some(bind(addr, "hub.gate_tcp_listen").await?),
             None => None,
@@ -133,6 +156,8 @@ impl Hub {
             admin,
             http,
             http_addr,
+            https,
+            plain_http,
             gate_tcp,
             mqtt,
             events,
@@ -145,6 +170,27 @@ impl Hub {
     /// Where the console, JSON API and gates' HTTP transport listen.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where the console listens over HTTPS, if it is on.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().map(|h| h.1)
+    }
+
+    /// The console's certificate, if HTTPS is on.
+    pub fn console_cert(&self) -> Option<&tls::ConsoleCert> {
+        self.https.as_ref().map(|h| &h.2)
+    }
+
+    /// What the plain-HTTP listener serves.
+    pub fn plain_http(&self) -> &tls::PlainHttp {
+        &self.plain_http
+    }
+
+    /// Overrides what the plain-HTTP listener serves (tests: a loopback listener that
+    /// behaves like one on the LAN).
+    pub fn set_plain_http(&mut self, policy: tls::PlainHttp) {
+        self.plain_http = policy;
     }
 
     /// Where the gates' raw-TCP transport listens, if it is on.
@@ -185,6 +231,21 @@ impl Hub {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), HubError> {
+        // Before any task starts, so that a failure here leaves nothing running.
+        let https_listener = match self.https {
+            Some((listener, addr, cert)) => {
+                let config = cert.server_config()?;
+                let listener = tls::TlsListener::new(listener, config, tls::HANDSHAKE_TIMEOUT)
+                    .map_err(HubError::Serve)?;
+                tracing::info!(
+                    %addr,
+                    "console listening over HTTPS; certificate SHA-256 {}",
+                    cert.fingerprint()
+                );
+                Some(listener)
+            }
+            None => None,
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stop_tx = std::sync::Arc::new(stop_tx);
         let on_shutdown = stop_tx.clone();
@@ -228,16 +289,50 @@ impl Hub {
                 stop_rx.clone(),
             ))
             .merge(admin::routes(self.admin));
-        tracing::info!(addr = %self.http_addr, "hub listening");
+        tracing::info!(addr = %self.http_addr, plain = ?self.plain_http, "hub listening");
+        let https = match https_listener {
+            Some(listener) => {
+                let mut https_stop = stop_rx.clone();
+                let stop_all = stop_tx.clone();
+                let app = tls::https_app(app.clone());
+                Some(async move {
+                    use axum::serve::ListenerExt;
+                    let served = axum::serve(
+                        listener.tap_io(|_| ()),
+                        app.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(async move {
+                        stopped(&mut https_stop).await;
+                    })
+                    .await;
+                    let _ = stop_all.send(true);
+                    served
+                })
+            }
+            None => None,
+        };
         let mut http_stop = stop_rx.clone();
-        let served = axum::serve(
+        let plain = axum::serve(
             self.http,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            tls::gates_only(app, self.plain_http)
+                .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move {
             stopped(&mut http_stop).await;
-        })
-        .await
+        });
+        let served = match https {
+            Some(https) => {
+                let stop_all = stop_tx.clone();
+                let plain = async move {
+                    let served = plain.await;
+                    let _ = stop_all.send(true);
+                    served
+                };
+                let (a, b) = tokio::join!(plain, https);
+                a.and(b)
+            }
+            None => plain.await,
+        }
         .map_err(HubError::Serve);
         // Also when the HTTP server failed: stop the other tasks.
         let _ = stop_tx.send(true);

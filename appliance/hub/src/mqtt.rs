@@ -17,6 +17,12 @@
 //! broker. When the broker goes away the client reconnects with exponential backoff
 //! ([`INITIAL_BACKOFF`] to [`MAX_BACKOFF`]) and subscribes again.
 //!
+//! Remote door opens ([`crate::gate_commands`]): a gate heard on the request topic
+//! lately is taken to be listening on its response topic, where a command is published
+//! at once (a gate cannot be seen behind the broker, so "lately" stands in for
+//! "connected"); otherwise the command is published after the answer to the gate's next
+//! accepted frame.
+//!
 //! QoS 0 both ways: the gate link is request/answer with its own timeouts and retries (a
 //! gate that gets no decision decides from its allow-list; offline batches are resent
 //! until acknowledged; allow-list requests are repeated), so MQTT-level acknowledgements
@@ -1290,7 +1296,11 @@ fn on_gate_publish(service: &AccessService, p: &Publish, answers: &mpsc::Unbound
         }
     };
     debug_assert!(payload.len() <= MAX_FRAME_LEN);
-    if let Some(answer) = gate_frames::handle(service, &frame, Peer::Broker, TRANSPORT) {
+    let handled = gate_frames::handle(service, &frame, Peer::Broker, TRANSPORT);
+    if let Some(gate) = handled.accepted {
+        service.gate_commands().heard_over_mqtt(gate, answers);
+    }
+    for answer in handled.into_answers() {
         let _ = answers.send(answer);
     }
 }
@@ -1300,6 +1310,8 @@ struct Publisher<'a> {
     client: &'a AsyncClient,
     topic: String,
     gate: u32,
+    /// A publish could not be queued.
+    failed: bool,
 }
 
 /// TCP_NODELAY: answers are small and must leave at once.
@@ -1317,7 +1329,12 @@ impl ReplySink for Publisher<'_> {
             .await
         {
             tracing::debug!(gate = self.gate, error = %e, "cannot queue an MQTT answer");
+            self.failed = true;
         }
+    }
+
+    async fn sent(&mut self) -> bool {
+        !self.failed
     }
 }
 
@@ -1334,6 +1351,7 @@ async fn respond(
             client: &client,
             topic: topics.response_topic(gate),
             gate,
+            failed: false,
         };
         gate_frames::resolve(&mut publisher, answer, &service, TRANSPORT).await;
     }

@@ -134,6 +134,7 @@ async fn start(
     let mut config = Config::default();
     config.general.data_dir = dir.to_path_buf();
     config.hub.http_listen = "127.0.0.1:0".parse().unwrap();
+    config.hub.https_listen = None;
     config.hub.gate_tcp_listen = Some("127.0.0.1:0".parse().unwrap());
     // MQTT has its own tests (mqtt_transport.rs).
     config.hub.mqtt.mode = gatehouse_config::MqttMode::Off;

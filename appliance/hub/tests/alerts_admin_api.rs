@@ -58,6 +58,7 @@ impl Site {
         let mut config = Config::default();
         config.general.data_dir = dir.path().to_path_buf();
         config.hub.http_listen = "127.0.0.1:0".parse().unwrap();
+        config.hub.https_listen = None;
         config.hub.gate_tcp_listen = None;
         config.hub.mqtt.mode = gatehouse_config::MqttMode::Off;
         config.hub.alerts.request_timeout_ms = 5_000;

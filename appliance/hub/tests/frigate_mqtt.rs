@@ -301,6 +301,7 @@ impl EmbeddedHub {
         let mut config = Config::default();
         config.general.data_dir = dir.to_path_buf();
         config.hub.http_listen = "127.0.0.1:0".parse().unwrap();
+        config.hub.https_listen = None;
         config.hub.gate_tcp_listen = None;
         config.hub.mqtt.mode = MqttMode::Embedded;
         config.hub.mqtt.listen = "127.0.0.1:0".parse().unwrap();
@@ -670,7 +671,7 @@ fn nothing_is_lost_while_the_hub_is_down() {
     std::fs::write(
         &config,
         format!(
-            "[general]\ndata_dir = \"{}\"\n[hub]\nhttp_listen = \"127.0.0.1:{}\"\n\
+            "[general]\ndata_dir = \"{}\"\n[hub]\nhttp_listen = \"127.0.0.1:{}\"\nhttps_listen = \"\"\n\
              gate_tcp_listen = \"\"\n[hub.mqtt]\nmode = \"external\"\n\
              broker = \"127.0.0.1:{}\"\npassword_file = \"{}\"\n",
             data.display(),
@@ -778,7 +779,7 @@ fn embedded_broker_keeps_what_it_acknowledged_when_the_hub_dies() {
     std::fs::write(
         &config,
         format!(
-            "[general]\ndata_dir = \"{}\"\n[hub]\nhttp_listen = \"127.0.0.1:{}\"\n\
+            "[general]\ndata_dir = \"{}\"\n[hub]\nhttp_listen = \"127.0.0.1:{}\"\nhttps_listen = \"\"\n\
              gate_tcp_listen = \"\"\n[hub.mqtt]\nmode = \"embedded\"\n\
              listen = \"127.0.0.1:{port}\"\n",
             data.display(),

@@ -108,6 +108,7 @@ async fn start(dir: &Path) -> Running {
     let mut config = Config::default();
     config.general.data_dir = dir.to_path_buf();
     config.hub.http_listen = "127.0.0.1:0".parse().unwrap();
+    config.hub.https_listen = None;
     config.hub.gate_tcp_listen = None;
     config.hub.mqtt.mode = MqttMode::Embedded;
     config.hub.mqtt.listen = "127.0.0.1:0".parse().unwrap();

@@ -16,11 +16,18 @@
 //! - Admins are looked up by id or name; a call on an id that does not exist returns
 //!   `Ok(false)` / `Ok(None)` and changes nothing.
 //!
+//! - The first admin's enrolment token ([`EnrolToken`]) is stored only as its SHA-256, in
+//!   the `settings` table with its creation time; it is good for [`ENROL_TOKEN_VALIDITY`],
+//!   only while no admin account exists at all, and only once:
+//!   [`Store::enrol_first_admin`] checks it, adds the admin and deletes it in one
+//!   transaction, so two concurrent uses enrol one admin.
+//!
 //! Times are unix milliseconds in the database (schema.rs, migration 2) and
 //! [`OffsetDateTime`] here.
 
 use crate::error::{is_unique_violation, StoreError};
 use crate::store::{from_unix_ms, to_unix_ms, write_tx, Result, Store};
+use rand_core::{OsRng, RngCore};
 use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -45,7 +52,8 @@ const PHC_PREFIX: &str = "$argon2id$";
 pub enum AdminRole {
     /// Everything, including managing admins.
     Admin,
-    /// Watches: reads gates, zones, people and the access log; changes nothing.
+    /// Watches: gates, zones, the access log and events; acknowledges events and opens
+    /// doors; no people or cards.
     Operator,
     /// Sets up the site: gates and zones; no people, cards or log.
     Installer,
@@ -116,6 +124,103 @@ pub struct AdminSession {
     pub expires: OffsetDateTime,
 }
 
+/// How long an enrolment token is good for after it was made.
+pub const ENROL_TOKEN_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `settings` keys of the enrolment token: hex SHA-256 of its symbols, and unix ms.
+const ENROL_HASH_KEY: &str = "enrol_token_sha256";
+const ENROL_CREATED_KEY: &str = "enrol_token_created_ms";
+
+/// RFC 4648 base32 alphabet (no 0, 1, 8, 9: nothing to confuse with O, I, B).
+const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+/// Symbols in a token: 7 groups of 4, 5 random bits each (140 bits, at least the 128
+/// the design asks for).
+const ENROL_TOKEN_SYMBOLS: usize = 28;
+
+/// The one-time token that lets the first admin enrol in the console, shown as
+/// `XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XXXX`. `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnrolToken([u8; ENROL_TOKEN_SYMBOLS]);
+
+impl EnrolToken {
+    /// A fresh token from the OS's randomness.
+    pub fn generate() -> Result<EnrolToken> {
+        let mut raw = [0u8; ENROL_TOKEN_SYMBOLS];
+        OsRng
+            .try_fill_bytes(&mut raw)
+            .map_err(|e| StoreError::Corrupt(format!("no randomness from the OS: {e}")))?;
+        // 256 is a multiple of 32: taking 5 bits of each byte keeps them uniform.
+        Ok(EnrolToken(raw.map(|b| BASE32[usize::from(b & 31)])))
+    }
+
+    /// The token as typed: case, dashes and spaces do not matter. `None` when it is not
+    /// 28 base32 symbols.
+    pub fn parse(s: &str) -> Option<EnrolToken> {
+        let mut out = [0u8; ENROL_TOKEN_SYMBOLS];
+        let mut n = 0;
+        for c in s.bytes().filter(|c| !matches!(c, b'-' | b' ' | b'\t')) {
+            let c = c.to_ascii_uppercase();
+            if !BASE32.contains(&c) {
+                return None;
+            }
+            *out.get_mut(n)? = c;
+            n += 1;
+        }
+        (n == ENROL_TOKEN_SYMBOLS).then_some(EnrolToken(out))
+    }
+
+    fn sha256_hex(&self) -> String {
+        Sha256::digest(self.0)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+impl fmt::Display for EnrolToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, group) in self.0.chunks(4).enumerate() {
+            if i > 0 {
+                f.write_str("-")?;
+            }
+            for c in group {
+                write!(f, "{}", char::from(*c))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for EnrolToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EnrolToken(<redacted>)")
+    }
+}
+
+/// Whether the console's first-admin enrolment is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enrolment {
+    /// An admin account exists: enrolment is closed for good.
+    AdminExists,
+    /// No admin, and a token good until `expires`.
+    TokenLive { expires: OffsetDateTime },
+    /// No admin and no live token (none made, or it expired).
+    NoToken,
+}
+
+/// What [`Store::enrol_first_admin`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrolOutcome {
+    /// The admin was added (role admin) and the token used up.
+    Enrolled(AdminId),
+    /// An admin exists already: nothing changed.
+    AdminExists,
+    /// No token is stored, or it is another one: nothing changed.
+    WrongToken,
+    /// The token was right but older than [`ENROL_TOKEN_VALIDITY`]: nothing changed.
+    Expired,
+}
+
 /// SHA-256 of a session token: the only form of it the database holds.
 pub fn session_token_hash(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
@@ -171,6 +276,31 @@ fn admin_record(row: AdminRow) -> Result<AdminRecord> {
         failed_logins: u32::try_from(failed).unwrap_or(u32::MAX),
         locked_until: locked.map(from_unix_ms).transpose()?,
     })
+}
+
+fn has_admin(conn: &rusqlite::Connection) -> Result<bool> {
+    Ok(conn
+        .query_row("SELECT 1 FROM admins LIMIT 1", [], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// The stored enrolment token: hex SHA-256 and creation time (unix ms).
+fn stored_enrol_token(conn: &rusqlite::Connection) -> Result<Option<(String, i64)>> {
+    let get = |key: &str| -> Result<Option<String>> {
+        Ok(conn
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    };
+    let (Some(hash), Some(created)) = (get(ENROL_HASH_KEY)?, get(ENROL_CREATED_KEY)?) else {
+        return Ok(None);
+    };
+    let created = created
+        .parse::<i64>()
+        .map_err(|_| StoreError::Corrupt(format!("{ENROL_CREATED_KEY} {created:?}")))?;
+    Ok(Some((hash, created)))
 }
 
 impl Store {
@@ -290,6 +420,101 @@ impl Store {
         let n = tx.execute("DELETE FROM admins WHERE id = ?1", [id])?;
         tx.commit()?;
         Ok(n > 0)
+    }
+
+    // ---- first-admin enrolment -----------------------------------------------------
+
+    /// Whether any admin account exists (enabled or not).
+    pub fn has_admin(&self) -> Result<bool> {
+        has_admin(self.conn())
+    }
+
+    /// Whether enrolment is open at `now`, and until when.
+    pub fn enrolment(&self, now: OffsetDateTime) -> Result<Enrolment> {
+        if self.has_admin()? {
+            return Ok(Enrolment::AdminExists);
+        }
+        let Some((_, created)) = stored_enrol_token(self.conn())? else {
+            return Ok(Enrolment::NoToken);
+        };
+        let expires = from_unix_ms(created)? + ENROL_TOKEN_VALIDITY;
+        Ok(if now < expires {
+            Enrolment::TokenLive { expires }
+        } else {
+            Enrolment::NoToken
+        })
+    }
+
+    /// Stores `token` (made at `now`) in place of any earlier one. `Ok(false)`: an admin
+    /// exists, so no token is stored (enrolment is closed).
+    pub fn replace_enrol_token(&self, token: &EnrolToken, now: OffsetDateTime) -> Result<bool> {
+        let tx = write_tx(self.conn())?;
+        if has_admin(&tx)? {
+            return Ok(false);
+        }
+        for (key, value) in [
+            (ENROL_HASH_KEY, token.sha256_hex()),
+            (ENROL_CREATED_KEY, to_unix_ms(now)?.to_string()),
+        ] {
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Adds the first admin (role admin) if `token` is the stored, unexpired enrolment
+    /// token and no admin exists; the token is deleted in the same transaction. Invalid
+    /// names or hashes are [`StoreError::Invalid`] (nothing changed, token kept).
+    pub fn enrol_first_admin(
+        &self,
+        token: &EnrolToken,
+        name: &str,
+        password_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<EnrolOutcome> {
+        check_admin_name(name)?;
+        check_password_hash(password_hash)?;
+        let tx = write_tx(self.conn())?;
+        if has_admin(&tx)? {
+            return Ok(EnrolOutcome::AdminExists);
+        }
+        let Some((hash, created)) = stored_enrol_token(&tx)? else {
+            return Ok(EnrolOutcome::WrongToken);
+        };
+        let given = token.sha256_hex();
+        let same = hash.len() == given.len()
+            && std::hint::black_box(
+                hash.bytes()
+                    .zip(given.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b)),
+            ) == 0;
+        if !same {
+            return Ok(EnrolOutcome::WrongToken);
+        }
+        if to_unix_ms(now)? >= created.saturating_add(ms(ENROL_TOKEN_VALIDITY)) {
+            return Ok(EnrolOutcome::Expired);
+        }
+        tx.execute(
+            "INSERT INTO admins (name, role, password_hash, enabled, created_ms)
+             VALUES (?1, ?2, ?3, 1, ?4)",
+            params![
+                name,
+                AdminRole::Admin.as_str(),
+                password_hash,
+                to_unix_ms(now)?
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "DELETE FROM settings WHERE key IN (?1, ?2)",
+            params![ENROL_HASH_KEY, ENROL_CREATED_KEY],
+        )?;
+        tx.commit()?;
+        Ok(EnrolOutcome::Enrolled(id))
     }
 
     // ---- failed logins -------------------------------------------------------------
@@ -633,5 +858,157 @@ mod tests {
         assert_eq!(s.record_admin_login_failure(999).unwrap(), None);
         assert!(!s.lock_admin(999, at(1)).unwrap());
         assert!(!s.record_admin_login_success(999).unwrap());
+    }
+
+    #[test]
+    fn enrol_tokens_print_and_parse() {
+        let t = EnrolToken::generate().unwrap();
+        let shown = t.to_string();
+        assert_eq!(shown.len(), 34, "{shown}");
+        let groups: Vec<&str> = shown.split('-').collect();
+        assert_eq!(groups.len(), 7);
+        assert!(groups
+            .iter()
+            .all(|g| g.len() == 4 && g.bytes().all(|c| BASE32.contains(&c))));
+        assert_eq!(EnrolToken::parse(&shown), Some(t.clone()));
+        assert_eq!(
+            EnrolToken::parse(&format!(" {} ", shown.to_lowercase().replace('-', " "))),
+            Some(t.clone())
+        );
+        assert_eq!(EnrolToken::parse(&shown[..33]), None);
+        assert_eq!(EnrolToken::parse(&format!("{shown}A")), None);
+        assert_eq!(
+            EnrolToken::parse(&shown.replacen(&shown[..1], "0", 1)),
+            None
+        );
+        assert!(!format!("{t:?}").contains(&shown[..4]));
+        assert_ne!(EnrolToken::generate().unwrap(), t);
+    }
+
+    #[test]
+    fn enrolment_consumes_the_token_once_and_only_without_admins() {
+        let (_d, s) = store();
+        let t = EnrolToken::generate().unwrap();
+        assert_eq!(s.enrolment(T0).unwrap(), Enrolment::NoToken);
+        // No token stored: any token is wrong.
+        assert_eq!(
+            s.enrol_first_admin(&t, "alice", HASH, T0).unwrap(),
+            EnrolOutcome::WrongToken
+        );
+        assert!(s.replace_enrol_token(&t, T0).unwrap());
+        let expires = T0 + ENROL_TOKEN_VALIDITY;
+        assert_eq!(
+            s.enrolment(at(1)).unwrap(),
+            Enrolment::TokenLive { expires }
+        );
+        assert_eq!(s.enrolment(expires).unwrap(), Enrolment::NoToken);
+        // Only the hash is stored.
+        let stored = s.setting(ENROL_HASH_KEY).unwrap().unwrap();
+        assert_eq!(stored.len(), 64);
+        assert!(!stored.contains(&t.to_string().replace('-', "")));
+
+        let other = EnrolToken::generate().unwrap();
+        assert_eq!(
+            s.enrol_first_admin(&other, "alice", HASH, at(1)).unwrap(),
+            EnrolOutcome::WrongToken
+        );
+        // Bad input changes nothing and keeps the token.
+        assert!(s.enrol_first_admin(&t, "a b", HASH, at(1)).is_err());
+        assert!(s.enrol_first_admin(&t, "alice", "secret", at(1)).is_err());
+        assert!(!s.has_admin().unwrap());
+
+        let id = match s.enrol_first_admin(&t, "alice", HASH, at(2)).unwrap() {
+            EnrolOutcome::Enrolled(id) => id,
+            other => panic!("{other:?}"),
+        };
+        let a = s.admin(id).unwrap().unwrap();
+        assert_eq!(
+            (a.name.as_str(), a.role, a.enabled),
+            ("alice", AdminRole::Admin, true)
+        );
+        assert_eq!(
+            s.admin_credentials("alice").unwrap().unwrap().password_hash,
+            HASH
+        );
+        // Used up: the settings rows are gone, and a second use is refused.
+        assert_eq!(s.setting(ENROL_HASH_KEY).unwrap(), None);
+        assert_eq!(s.setting(ENROL_CREATED_KEY).unwrap(), None);
+        assert_eq!(
+            s.enrol_first_admin(&t, "bob", HASH, at(3)).unwrap(),
+            EnrolOutcome::AdminExists
+        );
+        assert_eq!(s.enrolment(at(3)).unwrap(), Enrolment::AdminExists);
+        // No new token while an admin exists, even a disabled one.
+        assert!(s.set_admin_enabled(id, false).unwrap());
+        assert!(!s.replace_enrol_token(&other, at(4)).unwrap());
+        assert_eq!(s.setting(ENROL_HASH_KEY).unwrap(), None);
+        assert_eq!(s.list_admins().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn enrol_tokens_expire_and_are_replaced() {
+        let (_d, s) = store();
+        let old = EnrolToken::generate().unwrap();
+        let new = EnrolToken::generate().unwrap();
+        assert!(s.replace_enrol_token(&old, T0).unwrap());
+        let end = T0 + ENROL_TOKEN_VALIDITY;
+        assert_eq!(
+            s.enrol_first_admin(&old, "alice", HASH, end).unwrap(),
+            EnrolOutcome::Expired
+        );
+        assert!(!s.has_admin().unwrap());
+        // A fresh token replaces the old one, which stops working.
+        assert!(s.replace_enrol_token(&new, end).unwrap());
+        assert_eq!(
+            s.enrol_first_admin(&old, "alice", HASH, end).unwrap(),
+            EnrolOutcome::WrongToken
+        );
+        // Good until one millisecond before its seven days are up.
+        let last = end + ENROL_TOKEN_VALIDITY - time::Duration::milliseconds(1);
+        assert!(matches!(
+            s.enrol_first_admin(&new, "alice", HASH, last).unwrap(),
+            EnrolOutcome::Enrolled(_)
+        ));
+    }
+
+    #[test]
+    fn concurrent_enrolments_enrol_one_admin() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = EnrolToken::generate().unwrap();
+        assert!(Store::open(dir.path())
+            .unwrap()
+            .replace_enrol_token(&t, T0)
+            .unwrap());
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let outcomes: Vec<EnrolOutcome> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let (t, barrier, path) = (t.clone(), barrier.clone(), dir.path());
+                    scope.spawn(move || {
+                        let s = Store::open(path).unwrap();
+                        barrier.wait();
+                        s.enrol_first_admin(&t, &format!("admin{i}"), HASH, at(1))
+                            .unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let enrolled = outcomes
+            .iter()
+            .filter(|o| matches!(o, EnrolOutcome::Enrolled(_)))
+            .count();
+        assert_eq!(enrolled, 1, "{outcomes:?}");
+        assert!(outcomes
+            .iter()
+            .all(|o| matches!(o, EnrolOutcome::Enrolled(_) | EnrolOutcome::AdminExists)));
+        assert_eq!(
+            Store::open(dir.path())
+                .unwrap()
+                .list_admins()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

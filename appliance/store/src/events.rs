@@ -44,7 +44,8 @@ pub use ingest::{IngestItem, IngestOutcome, PlannedDelivery};
 pub use outbox::{AttemptOutcome, AttemptRecord, DeadDelivery, MAX_ERROR_LEN};
 pub use queries::{
     AckOutcome, DeliveryCount, DeliveryLogEntry, DeliveryLogFilter, DeliveryLogOutcome,
-    DeliveryRecord, EventDetail, EventFilter, QueueDepth, Reconciliation, DEFAULT_PAGE, MAX_PAGE,
+    DeliveryRecord, EventDetail, EventFilter, QueueDepth, Reconciliation, ResolveOutcome,
+    DEFAULT_PAGE, MAX_PAGE,
 };
 pub use sources::{api_key_hash, ApiKey, EventSource};
 

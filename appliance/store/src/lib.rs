@@ -9,6 +9,8 @@
 //!   log row is durable.
 //! - [`events`]: event sources, receivers, rules, silences, the events themselves and the
 //!   alert outbox with its delivery log (migration 4), for the hub's events pipeline.
+//! - [`remote_opens`]: admins' remote door opens and whether each reached its gate
+//!   (migration 5).
 
 pub mod admin;
 pub mod bulk;
@@ -16,6 +18,7 @@ pub mod error;
 pub mod events;
 pub mod gate_events;
 pub mod log;
+pub mod remote_opens;
 pub mod schema;
 pub mod site_key;
 mod snapshot;

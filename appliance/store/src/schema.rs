@@ -13,7 +13,8 @@
 //!   foreign keys on, a busy timeout.
 //!
 //! Units: validity bounds are unix seconds (UTC); access-log times, `last_seen` and every
-//! time in the events tables (migration 4) are unix milliseconds (UTC); holiday dates are
+//! time in the events tables (migration 4) and in `remote_opens` (migration 5) are unix
+//! milliseconds (UTC); holiday dates are
 //! ISO `YYYY-MM-DD` text (site-local dates).
 
 use crate::error::StoreError;
@@ -395,8 +396,39 @@ CREATE TRIGGER alert_rev_sources_upd AFTER UPDATE ON event_sources BEGIN UPDATE 
 CREATE TRIGGER alert_rev_sources_del AFTER DELETE ON event_sources BEGIN UPDATE alert_revision SET value = value + 1; END;
 "#;
 
+/// Version 5: remote door opens (issue 5; appliance/store/src/remote_opens.rs is the API).
+///
+/// One row per admin's request to open a gate's door from the console, API or CLI. `id`
+/// (AUTOINCREMENT: strictly increasing, never reused) is also the hub's command number
+/// in the gate link's `RemoteOpen` frame, which the gate replay-checks, so it must never
+/// go back. `admin` is the name of the admin who asked (text, so removing the account
+/// keeps the history), `reason` what they typed. `state` goes `requested` -> `delivered`
+/// (handed to the gate's link; `delivered_at_ms` set) or `requested` -> `expired` (not
+/// delivered in time), never back. No foreign key on `gate_id`, as in `access_log`.
+const V5_REMOTE_OPENS: &str = r#"
+CREATE TABLE remote_opens (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms           INTEGER NOT NULL,
+    gate_id         INTEGER NOT NULL,
+    admin           TEXT NOT NULL,
+    reason          TEXT NOT NULL,
+    relay_ms        INTEGER NOT NULL CHECK (relay_ms BETWEEN 0 AND 65535),
+    state           TEXT NOT NULL DEFAULT 'requested'
+                    CHECK (state IN ('requested', 'delivered', 'expired')),
+    delivered_at_ms INTEGER,
+    CHECK ((state = 'delivered') = (delivered_at_ms IS NOT NULL))
+);
+CREATE INDEX remote_opens_gate ON remote_opens(gate_id, id);
+"#;
+
 /// The ordered migrations; index `i` takes the database to version `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1_ACCESS, V2_ADMINS, V3_GATE_EVENTS, V4_EVENTS];
+pub const MIGRATIONS: &[&str] = &[
+    V1_ACCESS,
+    V2_ADMINS,
+    V3_GATE_EVENTS,
+    V4_EVENTS,
+    V5_REMOTE_OPENS,
+];
 
 /// The schema version this code reads and writes.
 pub fn current_version() -> i64 {

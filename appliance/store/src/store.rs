@@ -897,8 +897,24 @@ impl Store {
         if let Some(label) = &new.label {
             check_label(label, acc_id)?;
         }
+        self.insert_card(&key.card_hash(acc_id), new)
+    }
+
+    /// Enrols a card known only by its hash (learn mode: the hash an unknown card left in
+    /// the access log). The same checks as [`Store::add_card`], except that a label
+    /// cannot be checked against a card id nobody typed; refused with
+    /// [`StoreError::CardExists`] if the card was enrolled meanwhile.
+    pub fn add_card_by_hash(&self, hash: &CardHash, new: &NewCard) -> Result<CardId> {
+        if let Some(label) = &new.label {
+            check_label(label, &[])?;
+        }
+        self.insert_card(hash, new)
+    }
+
+    /// The one insert of a card, in one transaction: the person must exist and the hash
+    /// must be new.
+    fn insert_card(&self, hash: &CardHash, new: &NewCard) -> Result<CardId> {
         let (from, until) = validity_cols(&new.validity)?;
-        let hash = key.card_hash(acc_id);
         let tx = write_tx(&self.conn)?;
         self.require(Entity::Person, "people", new.person)?;
         let existing: Option<i64> = tx

@@ -1,5 +1,6 @@
 //! The client side of a peer: the config `gatehouse peer add` prints, as text for
-//! wg-quick and the official WireGuard apps, as a QR code for a terminal and as a PNG.
+//! wg-quick and the official WireGuard apps, as a QR code for a terminal, as a PNG and as
+//! SVG (for the web console).
 //!
 //! Promises:
 //! - [`ClientConfig::to_text`] writes only standard keys, in the layout `wg-quick` and the
@@ -172,6 +173,41 @@ impl ClientConfig {
             }
             out.push_str("\x1b[0m\n");
         }
+        Ok(out)
+    }
+
+    /// The QR code as a standalone SVG document (for the web console to show inline):
+    /// one unit per module, quiet zone included, a white square under one black path
+    /// with a run per horizontal stretch of dark modules, drawn with `crispEdges` so
+    /// scaling keeps the modules sharp. `size_px` is its shown width and height.
+    pub fn to_svg_qr(&self, size_px: u32) -> Result<String, ClientConfigError> {
+        let modules = Modules::new(&self.qr()?);
+        let side = modules.side;
+        // `write!` into a String cannot fail; the results are ignored below.
+        let mut out = String::with_capacity(side * side);
+        let _ = write!(
+            out,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {side} {side}\" \
+             width=\"{size_px}\" height=\"{size_px}\" shape-rendering=\"crispEdges\" \
+             role=\"img\" aria-label=\"WireGuard configuration QR code\">\
+             <rect width=\"{side}\" height=\"{side}\" fill=\"#fff\"/><path fill=\"#000\" d=\""
+        );
+        for y in 0..side {
+            let mut x = 0;
+            while x < side {
+                if !modules.dark(x, y) {
+                    x += 1;
+                    continue;
+                }
+                let start = x;
+                while x < side && modules.dark(x, y) {
+                    x += 1;
+                }
+                let run = x - start;
+                let _ = write!(out, "M{start} {y}h{run}v1h-{run}z");
+            }
+        }
+        out.push_str("\"/></svg>");
         Ok(out)
     }
 
@@ -450,6 +486,54 @@ AllowedIPs = 10.77.0.0/24, fd77::/64, 192.168.1.0/24
         // The finder pattern's corner is dark, the quiet zone light.
         assert_eq!(px(QUIET_ZONE, QUIET_ZONE, 0, 0), 0);
         assert_eq!(px(0, 0, 0, 0), 255);
+    }
+
+    /// Reads the SVG's runs back into modules and compares them with the code.
+    #[test]
+    fn svg_qr_draws_every_module() {
+        let config = admin_config();
+        let code = QrCode::with_error_correction_level(config.to_text(), EcLevel::L).unwrap();
+        let width = code.width();
+        let side = width + 2 * QUIET_ZONE;
+        let svg = config.to_svg_qr(256).unwrap();
+        assert!(
+            svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+            "{svg}"
+        );
+        assert!(svg.ends_with("\"/></svg>"));
+        assert!(svg.contains(&format!("viewBox=\"0 0 {side} {side}\"")));
+        assert!(svg.contains("width=\"256\" height=\"256\""));
+        let d = svg
+            .split(" d=\"")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches("\"/></svg>");
+        let mut seen = vec![vec![false; side]; side];
+        for cmd in d.split('z').filter(|c| !c.is_empty()) {
+            // M{x} {y}h{run}v1h-{run}
+            let rest = cmd.strip_prefix('M').unwrap();
+            let (xy, rest) = rest.split_once('h').unwrap();
+            let (x, y) = xy.split_once(' ').unwrap();
+            let (run, back) = rest.split_once("v1h-").unwrap();
+            assert_eq!(run, back);
+            let (x, y, run): (usize, usize, usize) =
+                (x.parse().unwrap(), y.parse().unwrap(), run.parse().unwrap());
+            assert!(run > 0);
+            for cell in &mut seen[y][x..x + run] {
+                assert!(!*cell, "drawn twice");
+                *cell = true;
+            }
+        }
+        let colors = code.to_colors();
+        for (y, row) in seen.iter().enumerate() {
+            for (x, &dark) in row.iter().enumerate() {
+                let inside = (QUIET_ZONE..QUIET_ZONE + width).contains(&x)
+                    && (QUIET_ZONE..QUIET_ZONE + width).contains(&y);
+                let want =
+                    inside && colors[(y - QUIET_ZONE) * width + (x - QUIET_ZONE)] == Color::Dark;
+                assert_eq!(dark, want, "module ({x}, {y})");
+            }
+        }
     }
 
     #[test]

@@ -19,6 +19,17 @@
 //! [`ReplayWindow`](gatehouse_gate_proto::ReplayWindow), which would also have to let the
 //! several chunks of one delta (same `seq`) through.
 //!
+//! # Commands from the hub
+//! A [`RemoteOpen`] is the hub's own command (an admin's remote door open), not a reply:
+//! its `seq` is the hub's command number for this gate, a counter apart from the gate's.
+//! The gate acts on it only if its tag verifies and its number is above every command
+//! number accepted before ([`GateCore::command_seq`], a [`ReplayWindow`] the board
+//! persists like [`GateCore::seq`] and restores with [`GateCore::resume_commands`]); a
+//! command played again is refused ([`RxError::Replayed`]). An accepted one pulses the
+//! relay for its `relay_ms` ([`GateConfig::relay_ms`] if 0) and allows one opening, as a
+//! grant does, so the door reports `Opened` as usual. It is counted in
+//! [`Stats::remote_opens`]; nothing is sent back.
+//!
 //! # Decisions
 //! A card read while the link is up sends an [`AccessRequest`] and waits
 //! [`GateConfig::request_timeout_ms`]. A hub [`Decision`] settles it (an authenticated
@@ -58,8 +69,8 @@ use core::fmt;
 use gatehouse_gate_proto::{
     verify, AccessRequest, AllowListDelta, AllowListRequest, CardId, Decision, DoorEvent,
     DoorEventKind, EntryHash, Error, ErrorCode, ErrorReply, Frame, Heartbeat, HeartbeatFlags,
-    Message, MessageType, OfflineAck, OfflineBatch, OfflineEntry, Reason, Repr, Tamper,
-    MAX_FRAME_LEN,
+    Message, MessageType, OfflineAck, OfflineBatch, OfflineEntry, Reason, RemoteOpen, ReplayWindow,
+    Repr, Tamper, MAX_FRAME_LEN,
 };
 use heapless::{Deque, Vec};
 
@@ -100,6 +111,8 @@ pub enum RxError {
     InconsistentDelta,
     /// The hub refused the request `seq` (handled: an access request was decided offline).
     Refused { seq: u32, code: ErrorCode },
+    /// A hub command whose number is not above the highest accepted: played again.
+    Replayed { seq: u32, highest: u32 },
 }
 
 impl fmt::Display for RxError {
@@ -126,6 +139,10 @@ impl fmt::Display for RxError {
                 f.write_str("allow-list chunk does not continue the transfer; full list requested")
             }
             RxError::Refused { seq, code } => write!(f, "hub refused request {seq}: {code:?}"),
+            RxError::Replayed { seq, highest } => write!(
+                f,
+                "hub command {seq} is not above the highest accepted ({highest}): replayed"
+            ),
         }
     }
 }
@@ -152,6 +169,10 @@ pub struct Stats {
     pub local_dropped: u32,
     /// Frames that could not be built (never expected: every message fits a frame).
     pub emit_failed: u32,
+    /// Remote opens carried out (the relay pulsed).
+    pub remote_opens: u32,
+    /// Hub commands refused as replayed.
+    pub replayed: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -242,6 +263,8 @@ pub struct GateCore<S = HmacEntryScheme, const ALLOW: usize = 2048, const LOG: u
     config: GateConfig,
     scheme: S,
     seq: u32,
+    /// The hub's command numbers accepted so far.
+    commands: ReplayWindow,
     link_up: bool,
     tamper: bool,
     door: Door,
@@ -274,6 +297,7 @@ impl<S: EntryScheme, const ALLOW: usize, const LOG: usize> GateCore<S, ALLOW, LO
             config,
             scheme,
             seq: 0,
+            commands: ReplayWindow::new(),
             link_up: false,
             tamper: false,
             door: Door::default(),
@@ -304,6 +328,20 @@ impl<S: EntryScheme, const ALLOW: usize, const LOG: usize> GateCore<S, ALLOW, LO
     /// Continues numbering after `seq`, restored from storage (never goes back).
     pub fn resume(&mut self, seq: u32) {
         self.seq = self.seq.max(seq);
+    }
+
+    /// The highest hub command number accepted (`None`: none yet). Persist it with
+    /// [`GateCore::seq`]: a gate that forgets it accepts any recorded command once more.
+    pub fn command_seq(&self) -> Option<u32> {
+        self.commands.highest()
+    }
+
+    /// Continues after hub command number `highest`, restored from storage (never goes
+    /// back).
+    pub fn resume_commands(&mut self, highest: u32) {
+        if self.commands.highest().is_none_or(|h| h < highest) {
+            self.commands = ReplayWindow::resume(highest);
+        }
     }
 
     pub fn is_link_up(&self) -> bool {
@@ -412,6 +450,7 @@ impl<S: EntryScheme, const ALLOW: usize, const LOG: usize> GateCore<S, ALLOW, LO
                 RxError::Unexpected(_) => &mut s.unexpected,
                 RxError::StaleDelta { .. } | RxError::InconsistentDelta => &mut s.stale_deltas,
                 RxError::Refused { .. } => &mut s.error_replies,
+                RxError::Replayed { .. } => &mut s.replayed,
             };
             *counter = counter.saturating_add(1);
         }
@@ -759,6 +798,7 @@ impl<S: EntryScheme, const ALLOW: usize, const LOG: usize> GateCore<S, ALLOW, LO
             Message::OfflineAck(a) => self.on_offline_ack(a),
             Message::AllowListDelta(d) => self.on_delta(&d, now),
             Message::Error(e) => self.on_error_reply(e, now),
+            Message::RemoteOpen(c) => self.on_remote_open(c, now),
             _ => Err(RxError::Unexpected(msg_type)),
         }
     }
@@ -782,6 +822,21 @@ impl<S: EntryScheme, const ALLOW: usize, const LOG: usize> GateCore<S, ALLOW, LO
             offline: false,
         };
         self.settle(decided, d.relay_ms, now);
+        Ok(())
+    }
+
+    fn on_remote_open(&mut self, c: RemoteOpen, now: Now) -> Result<(), RxError> {
+        self.commands.accept(c.seq).map_err(|_| RxError::Replayed {
+            seq: c.seq,
+            highest: self.commands.highest().unwrap_or(0),
+        })?;
+        self.stats.remote_opens = self.stats.remote_opens.saturating_add(1);
+        let open_ms = if c.relay_ms == 0 {
+            self.config.relay_ms
+        } else {
+            c.relay_ms
+        };
+        self.pulse(open_ms, now);
         Ok(())
     }
 

@@ -5,8 +5,8 @@
 
 use gate_core::proto::{
     seal, verify, AllowListDelta, CardId, Decision, DoorEventKind, EntryHash, ErrorCode,
-    ErrorReply, Frame, GateKey, Message, MessageType, OfflineAck, Reason, ReplayWindow, Repr,
-    MAX_DELTA_ENTRIES,
+    ErrorReply, Frame, GateKey, Message, MessageType, OfflineAck, Reason, RemoteOpen, ReplayWindow,
+    Repr, MAX_DELTA_ENTRIES,
 };
 use gate_core::{
     EntryScheme, GateConfig, GateCore, HmacEntryScheme, Now, Output, RxError, Signal, Transmit,
@@ -1050,4 +1050,74 @@ fn a_restored_allow_list_that_does_not_fit_asks_for_a_full_list() {
     rig.gate.link_up(rig.now);
     let (msgs, _) = rig.drain();
     assert_eq!(find_allow_list_request(&msgs).1, 0);
+}
+
+fn remote_open(seq: u32, relay_ms: u16) -> Message {
+    Message::RemoteOpen(RemoteOpen { seq, relay_ms })
+}
+
+#[test]
+fn a_sealed_remote_open_pulses_the_relay_once_and_a_replay_is_refused() {
+    let mut rig = Rig::online_with(&[]);
+    rig.drain();
+    let frame = sealed(remote_open(40, 2500));
+    rig.gate.frame_received(&frame, rig.now).unwrap();
+    let (msgs, local) = rig.drain();
+    assert!(msgs.is_empty(), "nothing is sent back: {msgs:?}");
+    assert_eq!(relays(&local), [2500]);
+    assert_eq!(rig.gate.stats().remote_opens, 1);
+    assert_eq!(rig.gate.command_seq(), Some(40));
+
+    // The door opens within the pulse: an authorised opening, reported as usual.
+    let now = rig.advance(500);
+    rig.gate.door_contact(false, now);
+    assert_eq!(door_events(&rig.drain().0), [DoorEventKind::Opened]);
+    let now = rig.advance(500);
+    rig.gate.door_contact(true, now);
+    rig.drain();
+
+    // The same frame again, and an older number: refused, no pulse.
+    assert_eq!(
+        rig.gate.frame_received(&frame, rig.now),
+        Err(RxError::Replayed {
+            seq: 40,
+            highest: 40
+        })
+    );
+    assert_eq!(
+        rig.deliver(remote_open(39, 2500)),
+        Err(RxError::Replayed {
+            seq: 39,
+            highest: 40
+        })
+    );
+    assert!(relays(&rig.drain().1).is_empty());
+    assert_eq!(rig.gate.stats().replayed, 2);
+    assert_eq!(rig.gate.stats().remote_opens, 1);
+
+    // A forged one (another key) does not even reach the counter check.
+    let forged = sealed_with(&[0x99; 32], GATE, remote_open(41, 2500));
+    assert_eq!(
+        rig.gate.frame_received(&forged, rig.now),
+        Err(RxError::BadTag)
+    );
+    // The next number is accepted; 0 means the gate's own relay time.
+    rig.deliver(remote_open(41, 0)).unwrap();
+    assert_eq!(relays(&rig.drain().1), [rig.gate.config().relay_ms]);
+}
+
+#[test]
+fn the_command_counter_survives_a_reboot_through_the_board() {
+    let mut rig = Rig::new();
+    assert_eq!(rig.gate.command_seq(), None);
+    rig.gate.resume_commands(100);
+    rig.gate.resume_commands(50); // never goes back
+    assert_eq!(rig.gate.command_seq(), Some(100));
+    assert!(matches!(
+        rig.deliver(remote_open(100, 1000)),
+        Err(RxError::Replayed { .. })
+    ));
+    // Commands are acted on with the link down too (they came over it just now).
+    rig.deliver(remote_open(101, 1000)).unwrap();
+    assert_eq!(relays(&rig.drain().1), [1000]);
 }

@@ -29,6 +29,7 @@ pub async fn run(
     gc.offline_ack_timeout_ms = config.offline_ack_timeout_ms;
     let mut core = Box::new(GateCore::new(gc));
     core.resume(saved.seq);
+    core.resume_commands(saved.command_seq);
     core.restore_allow_list(saved.allow_list_version, &saved.allow_list);
     let mut link = transport::spawn(&config, &spec);
     let mut rng = SplitMix64::new(config.seed ^ u64::from(spec.id).wrapping_mul(0x9e37_79b9));
@@ -94,7 +95,13 @@ pub async fn run(
                     Some(LinkEvent::Down) => core.link_down(t),
                     Some(LinkEvent::Frame(bytes)) => {
                         note_error_reply(&bytes, &mut report);
-                        let _ = core.frame_received(&bytes, t);
+                        let before = core.stats().remote_opens;
+                        let received = core.frame_received(&bytes, t);
+                        if core.stats().remote_opens != before {
+                            eprintln!("gate {}: remote open from the hub", spec.id);
+                        } else if let Err(e @ gate_core::RxError::Replayed { .. }) = received {
+                            eprintln!("gate {}: {e}", spec.id);
+                        }
                     }
                     Some(LinkEvent::IoError) => report.io_errors += 1,
                     Some(LinkEvent::HttpStatus(s)) => *report.http_errors.entry(s).or_default() += 1,
@@ -145,8 +152,10 @@ pub async fn run(
     report.offline_pending = core.offline_log().len() as u64;
     report.offline_dropped = u64::from(core.offline_log().dropped());
     report.last_seq = core.seq();
+    report.remote_opens = u64::from(stats.remote_opens);
     let keep = GateState {
         seq: core.seq(),
+        command_seq: core.command_seq().unwrap_or(0),
         allow_list_version: core.allow_list().version(),
         allow_list: core.allow_list().iter().copied().collect(),
     };

@@ -63,6 +63,8 @@ pub struct GateReport {
     /// Door openings without a grant made by `--door-forced-every` (each one reported by
     /// the core as `forced_open`).
     pub forced_opens: u64,
+    /// Remote opens from the hub the core carried out (the relay pulsed).
+    pub remote_opens: u64,
 }
 
 impl GateReport {
@@ -112,6 +114,7 @@ impl GateReport {
         self.offline_pending += o.offline_pending;
         self.offline_dropped += o.offline_dropped;
         self.forced_opens += o.forced_opens;
+        self.remote_opens += o.remote_opens;
         self.latencies.extend(o.latencies);
         self.samples.extend(o.samples);
     }
@@ -244,6 +247,7 @@ impl Summary {
             "offline_pending": t.offline_pending,
             "offline_dropped": t.offline_dropped,
             "forced_opens": t.forced_opens,
+            "remote_opens": t.remote_opens,
             "latency_ms_p50": ms(self.latency(50)),
             "latency_ms_p99": ms(self.latency(99)),
             "latency_ms_p999": ms(self.latency_per_mille(999)),
@@ -386,6 +390,9 @@ impl fmt::Display for Summary {
         }
         if t.forced_opens > 0 {
             write!(f, " forced_opens={}", t.forced_opens)?;
+        }
+        if t.remote_opens > 0 {
+            write!(f, " remote_opens={}", t.remote_opens)?;
         }
         let ms = |d: Option<Duration>| {
             d.map_or("-".to_owned(), |d| {

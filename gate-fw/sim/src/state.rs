@@ -1,12 +1,13 @@
 //! The state file: what a board keeps in flash across reboots, so that runs follow each
 //! other as a real gate's days do: each gate's last sequence number (the hub refuses a
-//! number it has seen as a replay) and its allow-list (version and entries, so a gate that
+//! number it has seen as a replay), the highest hub command number it accepted (so a
+//! recorded remote open is refused after a restart too) and its allow-list (version and entries, so a gate that
 //! boots while the hub is unreachable still decides from the list it last synced).
 //!
 //! JSON, one record per gate id:
 //!
 //! ```json
-//! {"7": {"seq": 120, "allow_list_version": 42, "allow_list": ["<32 hex digits>", ...]}}
+//! {"7": {"seq": 120, "command_seq": 3, "allow_list_version": 42, "allow_list": ["<32 hex digits>", ...]}}
 //! ```
 //!
 //! A bare number (`{"7": 120}`, the earlier form) is a sequence number with no list. A
@@ -23,6 +24,8 @@ use std::path::Path;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GateState {
     pub seq: u32,
+    /// The highest hub command number accepted (0: none).
+    pub command_seq: u32,
     pub allow_list_version: u32,
     pub allow_list: Vec<EntryHash>,
 }
@@ -33,6 +36,8 @@ enum Record {
     Seq(u32),
     Full {
         seq: u32,
+        #[serde(default)]
+        command_seq: u32,
         #[serde(default)]
         allow_list_version: u32,
         #[serde(default)]
@@ -66,6 +71,7 @@ pub fn load(path: &Path) -> Result<BTreeMap<u32, GateState>, ConfigError> {
                 },
                 Record::Full {
                     seq,
+                    command_seq,
                     allow_list_version,
                     allow_list,
                 } => {
@@ -82,6 +88,7 @@ pub fn load(path: &Path) -> Result<BTreeMap<u32, GateState>, ConfigError> {
                         .map_err(|m| err(format!("gate {id}: {m}")))?;
                     GateState {
                         seq,
+                        command_seq,
                         allow_list_version,
                         allow_list: entries,
                     }
@@ -106,6 +113,7 @@ pub fn save(path: &Path, gates: &BTreeMap<u32, GateState>) -> Result<(), ConfigE
                 *id,
                 Record::Full {
                     seq: g.seq,
+                    command_seq: g.command_seq,
                     allow_list_version: g.allow_list_version,
                     allow_list: g.allow_list.iter().map(hex).collect(),
                 },
@@ -132,6 +140,7 @@ mod tests {
                 1,
                 GateState {
                     seq: 50,
+                    command_seq: 4,
                     allow_list_version: 9,
                     allow_list: vec![EntryHash([0xab; 16]), EntryHash([0x01; 16])],
                 },

@@ -45,11 +45,12 @@
 //! | 0x08 | [`AllowListRequest`] | have_version u32 |
 //! | 0x09 | [`AllowListDelta`] | from_version u32, to_version u32, flags u8 (0x01 full, 0x02 more), adds u8 (<= 30), removes u8 (<= 30), adds * 16 bytes, removes * 16 bytes |
 //! | 0x0a | [`ErrorReply`] | code u8 (1 unknown gate, 2 bad auth, 3 replay, 4 malformed, 5 oversize, 6 unsupported) |
+//! | 0x0b | [`RemoteOpen`] | relay_ms u16 (the header's `seq` is the hub's command number, see [`message`](crate::message)) |
 
 use crate::message::{
     AccessRequest, AllowListDelta, AllowListRequest, Decision, DoorEvent, DoorEventKind, ErrorCode,
-    ErrorReply, Heartbeat, HeartbeatFlags, Message, OfflineAck, OfflineBatch, OfflineEntry, Tamper,
-    MAX_DELTA_ENTRIES, MAX_OFFLINE_ENTRIES,
+    ErrorReply, Heartbeat, HeartbeatFlags, Message, OfflineAck, OfflineBatch, OfflineEntry,
+    RemoteOpen, Tamper, MAX_DELTA_ENTRIES, MAX_OFFLINE_ENTRIES,
 };
 use crate::{CardId, EntryHash, Error, Reason};
 
@@ -108,6 +109,7 @@ pub enum MessageType {
     AllowListRequest,
     AllowListDelta,
     Error,
+    RemoteOpen,
     Unknown(u8),
 }
 
@@ -124,6 +126,7 @@ impl MessageType {
             0x08 => MessageType::AllowListRequest,
             0x09 => MessageType::AllowListDelta,
             0x0a => MessageType::Error,
+            0x0b => MessageType::RemoteOpen,
             n => MessageType::Unknown(n),
         }
     }
@@ -140,6 +143,7 @@ impl MessageType {
             MessageType::AllowListRequest => 0x08,
             MessageType::AllowListDelta => 0x09,
             MessageType::Error => 0x0a,
+            MessageType::RemoteOpen => 0x0b,
             MessageType::Unknown(n) => n,
         }
     }
@@ -157,6 +161,7 @@ impl MessageType {
             MessageType::AllowListRequest => "allow-list request",
             MessageType::AllowListDelta => "allow-list delta",
             MessageType::Error => "error reply",
+            MessageType::RemoteOpen => "remote open",
             MessageType::Unknown(_) => "unknown message",
         }
     }
@@ -173,6 +178,7 @@ impl MessageType {
             Message::AllowListRequest(_) => MessageType::AllowListRequest,
             Message::AllowListDelta(_) => MessageType::AllowListDelta,
             Message::Error(_) => MessageType::Error,
+            Message::RemoteOpen(_) => MessageType::RemoteOpen,
         }
     }
 }
@@ -577,6 +583,10 @@ impl Repr {
                 seq,
                 code: ErrorCode::from_code(r.u8()?),
             }),
+            MessageType::RemoteOpen => Message::RemoteOpen(RemoteOpen {
+                seq,
+                relay_ms: r.u16()?,
+            }),
             MessageType::Unknown(t) => return Err(Error::UnknownType(t)),
         };
         r.finish()?;
@@ -602,6 +612,7 @@ impl Repr {
                 4 + 4 + 1 + 1 + 1 + EntryHash::LEN * (m.adds.len() + m.removes.len())
             }
             Message::Error(_) => 1,
+            Message::RemoteOpen(_) => 2,
         }
     }
 
@@ -691,6 +702,7 @@ impl Repr {
                 }
             }
             Message::Error(m) => w.u8(m.code.code())?,
+            Message::RemoteOpen(m) => w.u16(m.relay_ms)?,
         }
         Ok(())
     }
@@ -897,6 +909,17 @@ mod tests {
                     }),
                 },
             ),
+            (
+                // remote open from the hub: its command number 0x28, relay 3000 ms
+                unhex(
+                    "001c 01 0b 00000007 00000028 0bb8
+                     0a5fac1984871ec2bc9075a50b71d894",
+                ),
+                repr(Message::RemoteOpen(RemoteOpen {
+                    seq: 0x28,
+                    relay_ms: 3000,
+                })),
+            ),
         ]
     }
 
@@ -975,6 +998,29 @@ mod tests {
     }
 
     #[test]
+    fn a_remote_open_is_exactly_its_relay_time() {
+        for payload in ["", "0b", "0bb800"] {
+            let mut bytes = unhex(&std::format!("0000 01 0b 00000007 00000028 {payload}"));
+            bytes.extend_from_slice(&[0; 16]);
+            let len = (bytes.len() - 2) as u16;
+            bytes[..2].copy_from_slice(&len.to_be_bytes());
+            seal(&KEY, &mut bytes).unwrap();
+            assert!(
+                matches!(
+                    Repr::parse(&Frame::new_checked(&bytes[..]).unwrap()),
+                    Err(Error::PayloadLength {
+                        msg_type: MessageType::RemoteOpen,
+                        ..
+                    })
+                ),
+                "payload {payload:?}"
+            );
+        }
+        assert_eq!(MessageType::from_code(0x0b), MessageType::RemoteOpen);
+        assert_eq!(MessageType::RemoteOpen.code(), 0x0b);
+    }
+
+    #[test]
     fn any_changed_byte_fails_the_tag_and_a_wrong_key_too() {
         for (bytes, _) in fixtures() {
             for i in 2..bytes.len() {
@@ -1020,6 +1066,8 @@ mod tests {
             Repr::parse(&Frame::new_checked(&bytes[..]).unwrap())
         };
         assert_eq!(patch(0, 3, 0x42), Err(Error::UnknownType(0x42)));
+        // The first type after RemoteOpen is still unknown.
+        assert_eq!(patch(0, 3, 0x0c), Err(Error::UnknownType(0x0c)));
         assert_eq!(
             Error::UnknownType(0x42).reply_code(),
             ErrorCode::Unsupported
@@ -1165,7 +1213,7 @@ mod tests {
                     let mut d: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
                     d[..2].copy_from_slice(&((len - 2) as u16).to_be_bytes());
                     d[2] = VERSION;
-                    d[3] = 1 + rng.below(11) as u8;
+                    d[3] = 1 + rng.below(12) as u8;
                     d
                 }
                 // A valid frame with a few bytes changed.

@@ -32,7 +32,7 @@ pub use frame::{Frame, MessageType, Repr, MAX_FRAME_LEN, MAX_PAYLOAD_LEN, MIN_FR
 pub use heapless;
 pub use message::{
     AccessRequest, AllowListDelta, AllowListRequest, Decision, DoorEvent, DoorEventKind, ErrorCode,
-    ErrorReply, Heartbeat, HeartbeatFlags, Message, OfflineAck, OfflineBatch, OfflineEntry, Tamper,
-    MAX_DELTA_ENTRIES, MAX_OFFLINE_ENTRIES,
+    ErrorReply, Heartbeat, HeartbeatFlags, Message, OfflineAck, OfflineBatch, OfflineEntry,
+    RemoteOpen, Tamper, MAX_DELTA_ENTRIES, MAX_OFFLINE_ENTRIES,
 };
 pub use reason::Reason;

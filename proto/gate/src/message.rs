@@ -2,7 +2,8 @@
 //! bodies of the HTTP transport (with the `serde` feature) and, through
 //! [`Repr`](crate::Repr), the payloads of binary frames on raw TCP and MQTT.
 //!
-//! Direction and pairing (`seq` is always the gate's sequence number; replies echo it):
+//! Direction and pairing (`seq` is the gate's sequence number and replies echo it, except
+//! in the one command the hub starts, [`RemoteOpen`]):
 //!
 //! | gate -> hub | hub -> gate |
 //! |---|---|
@@ -11,6 +12,15 @@
 //! | [`AllowListRequest`] | one or more [`AllowListDelta`] |
 //! | [`DoorEvent`], [`Tamper`], [`Heartbeat`] | (none) |
 //! | any request the hub refuses | [`ErrorReply`] |
+//! | (none: the gate reports the door's `Opened` as usual) | [`RemoteOpen`] |
+//!
+//! # Commands from the hub
+//! [`RemoteOpen`] is the hub's own message, not a reply: its `seq` is the hub's command
+//! number for the gate (the hub's durable, strictly increasing request id), a counter
+//! separate from the gate's. The gate keeps a [`ReplayWindow`](crate::ReplayWindow) of
+//! command numbers (persisted like its own `seq`) and acts on a command only if its tag
+//! verifies with the gate's key and its number is above every command number it accepted
+//! before; a recorded command played again is refused. The hub's replies are unaffected.
 //!
 //! Times are unix seconds by the gate's clock. Code enums keep an `Unknown(n)` variant so
 //! a newer peer's codes parse and re-emit unchanged.
@@ -270,6 +280,18 @@ pub struct ErrorReply {
     pub code: ErrorCode,
 }
 
+/// The hub asks the gate to pulse its door relay for `relay_ms` (an admin's remote
+/// door open). `seq` is the hub's command number, not the gate's (see the module docs);
+/// the admin's name and reason stay on the hub. The gate pulses the relay and allows one
+/// opening, as for a grant, and reports the door as usual. No reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct RemoteOpen {
+    /// The hub's command number (its request id), strictly increasing per gate.
+    pub seq: u32,
+    pub relay_ms: u16,
+}
+
 /// Any one message of the gate link.
 ///
 /// About 1 KB, like the frame it comes from: the list-carrying variants hold their entries
@@ -288,10 +310,12 @@ pub enum Message {
     AllowListRequest(AllowListRequest),
     AllowListDelta(AllowListDelta),
     Error(ErrorReply),
+    RemoteOpen(RemoteOpen),
 }
 
 impl Message {
-    /// The gate's sequence number this message carries or answers.
+    /// The gate's sequence number this message carries or answers (for a [`RemoteOpen`]:
+    /// the hub's command number).
     pub fn seq(&self) -> u32 {
         match self {
             Message::AccessRequest(m) => m.seq,
@@ -304,6 +328,7 @@ impl Message {
             Message::AllowListRequest(m) => m.seq,
             Message::AllowListDelta(m) => m.seq,
             Message::Error(m) => m.seq,
+            Message::RemoteOpen(m) => m.seq,
         }
     }
 }
@@ -476,6 +501,14 @@ mod tests {
                 },
                 json!({"seq": 7, "code": "bad_auth"}),
             );
+            round_trip(
+                &RemoteOpen {
+                    seq: 40,
+                    relay_ms: 3000,
+                },
+                json!({"seq": 40, "relay_ms": 3000}),
+            );
+            assert!(from_str::<RemoteOpen>(r#"{"seq": 1, "relay_ms": 70000}"#).is_err());
         }
 
         #[test]

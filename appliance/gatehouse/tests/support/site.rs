@@ -172,7 +172,7 @@ impl Site {
         fs::write(
             &config,
             format!(
-                "[general]\ndata_dir = \"{}\"\n[hub]\nhttp_listen = \"{http}\"\n\
+                "[general]\ndata_dir = \"{}\"\n[hub]\nhttp_listen = \"{http}\"\nhttps_listen = \"\"\n\
                  gate_tcp_listen = \"{tcp}\"\n{mqtt_section}",
                 data.display()
             ),

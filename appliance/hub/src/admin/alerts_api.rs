@@ -91,7 +91,7 @@ pub const TEST_KIND: &str = "alert.test";
 
 // ---- helpers -----------------------------------------------------------------------
 
-fn path_event(raw: &str) -> Result<EventId, ApiError> {
+pub(super) fn path_event(raw: &str) -> Result<EventId, ApiError> {
     raw.parse::<EventId>().map_err(|_| {
         ApiError::bad_request(
             "the event id in the path must be a ULID (26 characters, as `GET /api/v1/events` shows)",
@@ -100,7 +100,7 @@ fn path_event(raw: &str) -> Result<EventId, ApiError> {
 }
 
 /// A body that may be empty (read as `{}`): acknowledgements, tests, rotations.
-async fn optional_fields(body: Body) -> Result<Fields, ApiError> {
+pub(super) async fn optional_fields(body: Body) -> Result<Fields, ApiError> {
     let bytes = axum::body::to_bytes(body, super::MAX_BODY)
         .await
         .map_err(|_| {
@@ -1585,7 +1585,7 @@ fn attempt_view(l: &DeliveryLogEntry, tz: UtcOffset) -> Value {
     })
 }
 
-const EVENT_PARAMS: [&str; 10] = [
+pub(super) const EVENT_PARAMS: [&str; 10] = [
     "since", "until", "kind", "source", "severity", "acked", "q", "after", "before", "limit",
 ];
 
@@ -1601,6 +1601,28 @@ pub async fn list_events(
     let tz = api.tz();
     let q = only_params(q, &EVENT_PARAMS)?;
     let limit = limit_param(&q)?;
+    let filter = event_filter(&q, tz, limit)?;
+    let after = filter.after_seq;
+    let before = filter.before_seq;
+    let events = api
+        .store(move |s, _| s.list_events(&filter).map_err(store_err))
+        .await?;
+    let seqs = || events.iter().map(|e| e.seq);
+    ok(json!({
+        "events": events.iter().map(|e| event_view(e, tz)).collect::<Vec<_>>(),
+        "more": events.len() >= limit,
+        "next_after": seqs().max().or(after),
+        "next_before": seqs().min().or(before),
+    }))
+}
+
+/// The events filter from `GET /events`' query parameters (all of [`EVENT_PARAMS`] but
+/// `limit`, which the caller reads with its own bounds), as its CSV export takes them too.
+pub(super) fn event_filter(
+    q: &HashMap<String, String>,
+    tz: UtcOffset,
+    limit: usize,
+) -> Result<EventFilter, ApiError> {
     let bound = |k: &str, b: Bound| {
         q.get(k)
             .map(|s| {
@@ -1618,30 +1640,18 @@ pub async fn list_events(
             })
         })
         .transpose()?;
-    let filter = EventFilter {
-        after_seq: num_param(&q, "after", "an event seq number")?,
-        before_seq: num_param(&q, "before", "an event seq number")?,
+    Ok(EventFilter {
+        after_seq: num_param(q, "after", "an event seq number")?,
+        before_seq: num_param(q, "before", "an event seq number")?,
         since: bound("since", Bound::From)?,
         until: bound("until", Bound::Until)?,
         kind: q.get("kind").cloned(),
         source: q.get("source").cloned(),
         severity_min,
-        acked: bool_param(&q, "acked")?,
+        acked: bool_param(q, "acked")?,
         text: q.get("q").cloned().filter(|t| !t.is_empty()),
         limit,
-    };
-    let after = filter.after_seq;
-    let before = filter.before_seq;
-    let events = api
-        .store(move |s, _| s.list_events(&filter).map_err(store_err))
-        .await?;
-    let seqs = || events.iter().map(|e| e.seq);
-    ok(json!({
-        "events": events.iter().map(|e| event_view(e, tz)).collect::<Vec<_>>(),
-        "more": events.len() >= limit,
-        "next_after": seqs().max().or(after),
-        "next_before": seqs().min().or(before),
-    }))
+    })
 }
 
 /// `GET /api/v1/events/{id}`: the event with its silence and deliveries.

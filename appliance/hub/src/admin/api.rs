@@ -116,14 +116,14 @@ fn req_ref(f: &mut Fields, field: &str, what: &str) -> Result<Ref, ApiError> {
     }
 }
 
-fn person_id(s: &Store, r: &Ref) -> Result<i64, StoreError> {
+pub(super) fn person_id(s: &Store, r: &Ref) -> Result<i64, StoreError> {
     match r {
         Ref::Id(id) => s.person(*id).map(|p| p.id),
         Ref::Name(n) => s.person_by_name(n).map(|p| p.id),
     }
 }
 
-fn gate_id(s: &Store, r: &Ref) -> Result<i64, StoreError> {
+pub(super) fn gate_id(s: &Store, r: &Ref) -> Result<i64, StoreError> {
     match r {
         Ref::Id(id) => s.gate(*id).map(|g| g.gate.id),
         Ref::Name(n) => s.gate_by_name(n).map(|g| g.gate.id),
@@ -190,7 +190,7 @@ fn person_view(p: &Person, tz: UtcOffset) -> Value {
     })
 }
 
-fn card_view(c: &CardRecord, people: &HashMap<i64, String>, tz: UtcOffset) -> Value {
+pub(super) fn card_view(c: &CardRecord, people: &HashMap<i64, String>, tz: UtcOffset) -> Value {
     json!({
         "id": c.id,
         "person": c.person,
@@ -248,7 +248,7 @@ fn admin_view(a: &AdminRecord, tz: UtcOffset) -> Value {
     })
 }
 
-fn log_view(
+pub(super) fn log_view(
     r: &LogRow,
     gates: &HashMap<i64, String>,
     people: &HashMap<i64, String>,
@@ -270,11 +270,11 @@ fn log_view(
     })
 }
 
-fn names<T>(items: Vec<T>, f: impl Fn(T) -> (i64, String)) -> HashMap<i64, String> {
+pub(super) fn names<T>(items: Vec<T>, f: impl Fn(T) -> (i64, String)) -> HashMap<i64, String> {
     items.into_iter().map(f).collect()
 }
 
-fn people_names(s: &Store) -> Result<HashMap<i64, String>, StoreError> {
+pub(super) fn people_names(s: &Store) -> Result<HashMap<i64, String>, StoreError> {
     Ok(names(s.list_people()?, |p| (p.id, p.name)))
 }
 
@@ -825,6 +825,70 @@ pub(super) fn num_param<T: std::str::FromStr>(
         .transpose()
 }
 
+/// The access log's query filters, as `GET /access/log` and its CSV export take them:
+/// `gate` and `person` (ids or names), `since` and `until` (dates or RFC 3339 times),
+/// `after` (a row id) and `limit`.
+#[derive(Debug, Clone)]
+pub(super) struct LogQuery {
+    pub(super) after: Option<i64>,
+    pub(super) gate: Option<Ref>,
+    pub(super) person: Option<Ref>,
+    pub(super) since: Option<OffsetDateTime>,
+    pub(super) until: Option<OffsetDateTime>,
+    pub(super) limit: u32,
+}
+
+impl LogQuery {
+    /// Reads the query parameters; `limit` is 1 to `max_limit`, `default_limit` if absent.
+    pub(super) fn parse(
+        q: HashMap<String, String>,
+        tz: UtcOffset,
+        default_limit: u32,
+        max_limit: u32,
+    ) -> Result<LogQuery, ApiError> {
+        let q = only_params(q, &["gate", "person", "since", "until", "limit", "after"])?;
+        let limit = num_param::<u32>(&q, "limit", &format!("a number from 1 to {max_limit}"))?
+            .unwrap_or(default_limit);
+        if !(1..=max_limit).contains(&limit) {
+            return Err(ApiError::bad_request(format!(
+                "`limit` must be a number from 1 to {max_limit}"
+            )));
+        }
+        Ok(LogQuery {
+            after: num_param::<i64>(&q, "after", "a log row id")?,
+            since: q
+                .get("since")
+                .map(|s| bound("since", s, Bound::From, tz))
+                .transpose()?,
+            until: q
+                .get("until")
+                .map(|s| bound("until", s, Bound::Until, tz))
+                .transpose()?,
+            gate: q.get("gate").map(|g| Ref::from_param(g)),
+            person: q.get("person").map(|p| Ref::from_param(p)),
+            limit,
+        })
+    }
+
+    /// The store's filter for rows after `after` (the gate and person resolved).
+    pub(super) fn filter(
+        &self,
+        s: &Store,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<LogFilter, StoreError> {
+        Ok(LogFilter {
+            after_id: after,
+            gate: self.gate.as_ref().map(|g| gate_id(s, g)).transpose()?,
+            person: self.person.as_ref().map(|p| person_id(s, p)).transpose()?,
+            reason: None,
+            since: self.since,
+            until: self.until,
+            limit,
+        })
+    }
+}
+
 /// `GET /api/v1/access/log?gate=&person=&since=&until=&limit=&after=`: matching decisions,
 /// oldest first, with ids above `after`. `gate` and `person` are ids or names; `since`
 /// and `until` dates or RFC 3339 times. The reply's `next_after` is the `after` of the
@@ -836,38 +900,11 @@ pub async fn access_log(
 ) -> Result<Response, ApiError> {
     caller.may(Action::ReadLog)?;
     let tz = api.tz();
-    let q = only_params(q, &["gate", "person", "since", "until", "limit", "after"])?;
-    let limit = num_param::<u32>(&q, "limit", &format!("a number from 1 to {LOG_MAX_LIMIT}"))?
-        .unwrap_or(LOG_DEFAULT_LIMIT);
-    if !(1..=LOG_MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "`limit` must be a number from 1 to {LOG_MAX_LIMIT}"
-        )));
-    }
-    let after = num_param::<i64>(&q, "after", "a log row id")?;
-    let since = q
-        .get("since")
-        .map(|s| bound("since", s, Bound::From, tz))
-        .transpose()?;
-    let until = q
-        .get("until")
-        .map(|s| bound("until", s, Bound::Until, tz))
-        .transpose()?;
-    let gate = q.get("gate").map(|g| Ref::from_param(g));
-    let person = q.get("person").map(|p| Ref::from_param(p));
+    let query = LogQuery::parse(q, tz, LOG_DEFAULT_LIMIT, LOG_MAX_LIMIT)?;
+    let (after, limit) = (query.after, query.limit);
     let (rows, next_after, more, gates, people) = api
         .store(move |s, _| {
-            let gate = gate.as_ref().map(|g| gate_id(s, g)).transpose()?;
-            let person = person.as_ref().map(|p| person_id(s, p)).transpose()?;
-            let rows = s.log_query(&LogFilter {
-                after_id: after,
-                gate,
-                person,
-                reason: None,
-                since,
-                until,
-                limit,
-            })?;
+            let rows = s.log_query(&query.filter(s, after, limit)?)?;
             let more = rows.len() >= limit as usize;
             let cursor = rows.last().map(|r| r.id).or(after);
             let gates = names(s.list_gates()?, |g| (g.gate.id, g.gate.name));

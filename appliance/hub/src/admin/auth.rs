@@ -16,16 +16,23 @@
 //!   count. Unknown names cost the same password work as known ones.
 //! - What each role may do is decided in one place, [`permits`].
 //! - Both throttles take the time as an argument, so tests do not sleep.
+//! - The session cookie is `Secure` when the request came over the console's TLS
+//!   listener ([`Transport`]), never on plain HTTP.
+//! - The first admin enrols with the one-time token printed on the box
+//!   ([`enrol`]): only while no admin exists, throttled like logins, and the admin is
+//!   created and the token used up in one store transaction.
 
 use super::password;
 use super::{reply, AdminApi, ApiError, Fields};
 use crate::provisioning::hex;
+use crate::tls::Transport;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use gatehouse_store::admin::{AdminRecord, AdminRole};
+use gatehouse_store::admin::{EnrolOutcome, EnrolToken};
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -82,10 +89,17 @@ pub enum Action {
     /// Event sources (NVRs and their API keys).
     ReadSources,
     ChangeSources,
+    /// The dashboard: gates, tunnel peers, services, sensors, event counts.
+    ReadStatus,
+    /// The tunnel's peers (WireGuard).
+    ReadPeers,
+    ChangePeers,
+    /// Open a door remotely.
+    OpenDoors,
 }
 
 impl Action {
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 23] = [
         Action::ReadPeople,
         Action::ChangePeople,
         Action::ReadCards,
@@ -105,6 +119,10 @@ impl Action {
         Action::ChangeAlerts,
         Action::ReadSources,
         Action::ChangeSources,
+        Action::ReadStatus,
+        Action::ReadPeers,
+        Action::ChangePeers,
+        Action::OpenDoors,
     ];
 
     /// snake_case name (`GET /api/v1/auth/me` lists the caller's).
@@ -129,6 +147,10 @@ impl Action {
             Action::ChangeAlerts => "change_alerts",
             Action::ReadSources => "read_sources",
             Action::ChangeSources => "change_sources",
+            Action::ReadStatus => "read_status",
+            Action::ReadPeers => "read_peers",
+            Action::ChangePeers => "change_peers",
+            Action::OpenDoors => "open_doors",
         }
     }
 
@@ -153,6 +175,10 @@ impl Action {
             Action::ChangeAlerts => "change alert rules, receivers or silences",
             Action::ReadSources => "list event sources",
             Action::ChangeSources => "add or change event sources",
+            Action::ReadStatus => "see the status dashboard",
+            Action::ReadPeers => "list VPN peers",
+            Action::ChangePeers => "add, disable or remove VPN peers",
+            Action::OpenDoors => "open doors remotely",
         }
     }
 }
@@ -164,11 +190,26 @@ pub fn permits(role: AdminRole, action: Action) -> bool {
         AdminRole::Admin => true,
         AdminRole::Operator => matches!(
             action,
-            ReadPeople | ReadGates | ReadZones | ReadLog | ReadEvents | AckEvents | ReadAlerts
+            ReadGates
+                | ReadZones
+                | ReadLog
+                | ReadEvents
+                | AckEvents
+                | ReadAlerts
+                | ReadStatus
+                | OpenDoors
         ),
         AdminRole::Installer => matches!(
             action,
-            ReadGates | ChangeGates | ReadZones | ChangeZones | ReadSources | ChangeSources
+            ReadGates
+                | ChangeGates
+                | ReadZones
+                | ChangeZones
+                | ReadSources
+                | ChangeSources
+                | ReadStatus
+                | ReadPeers
+                | ChangePeers
         ),
     }
 }
@@ -436,11 +477,14 @@ fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
-fn session_cookie(api: &AdminApi, value: &str, max_age: Duration) -> Result<HeaderValue, ApiError> {
-    let secure = if api.inner.secure_cookie {
-        "; Secure"
-    } else {
-        ""
+fn session_cookie(
+    transport: Transport,
+    value: &str,
+    max_age: Duration,
+) -> Result<HeaderValue, ApiError> {
+    let secure = match transport {
+        Transport::Tls => "; Secure",
+        Transport::Plain => "",
     };
     HeaderValue::from_str(&format!(
         "{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
@@ -453,14 +497,9 @@ fn admin_view(a: &AdminRecord) -> serde_json::Value {
     serde_json::json!({ "id": a.id, "name": a.name, "role": a.role.as_str() })
 }
 
-/// `POST /api/v1/auth/login {"name", "password"}`.
-pub async fn login(
-    State(api): State<AdminApi>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let now = api.now();
-    let throttled = super::lock(&api.inner.throttle).attempt(peer.ip(), now);
+/// Takes one attempt from the login throttle for `ip`, or answers 429.
+fn throttle(api: &AdminApi, ip: IpAddr, now: OffsetDateTime) -> Result<(), ApiError> {
+    let throttled = super::lock(&api.inner.throttle).attempt(ip, now);
     if let Err(wait) = throttled {
         let secs = u64::try_from(wait.as_millis().div_ceil(1000)).unwrap_or(u64::MAX);
         return Err(ApiError::new(
@@ -469,6 +508,55 @@ pub async fn login(
         )
         .with_retry_after(secs));
     }
+    Ok(())
+}
+
+/// A new session for `admin`: stored, and answered with its token, CSRF value and cookie
+/// (the login reply).
+async fn start_session(
+    api: &AdminApi,
+    admin: &AdminRecord,
+    transport: Transport,
+    now: OffsetDateTime,
+) -> Result<Response, ApiError> {
+    let token = new_token()?;
+    let expires = now + SESSION_MAX;
+    let id = admin.id;
+    api.store(move |s, _| {
+        s.record_admin_login_success(id)?;
+        // Sessions nobody ended are dropped here, at the rate of logins.
+        s.purge_admin_sessions(now, SESSION_IDLE)?;
+        s.create_admin_session(&token, id, now, expires)?;
+        Ok(())
+    })
+    .await?;
+    let token_hex = hex(&token);
+    let mut r = reply(
+        StatusCode::OK,
+        &serde_json::json!({
+            "token": token_hex,
+            "expires_at": rfc3339(expires),
+            "idle_timeout_s": SESSION_IDLE.as_secs(),
+            "csrf": csrf_value(&token),
+            "admin": admin_view(admin),
+        }),
+    );
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(transport, &token_hex, SESSION_MAX)?,
+    );
+    Ok(r)
+}
+
+/// `POST /api/v1/auth/login {"name", "password"}`.
+pub async fn login(
+    State(api): State<AdminApi>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    transport: Transport,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let now = api.now();
+    throttle(&api, peer.ip(), now)?;
     let mut f = Fields::read(body).await?;
     let name: String = f.req("name", "the admin's name")?;
     let password: String = f.req("password", "the admin's password")?;
@@ -521,44 +609,106 @@ pub async fn login(
             "this admin account is disabled; ask an admin to enable it (`gatehouse admin enable NAME`)",
         ));
     }
-    let token = new_token()?;
-    let expires = now + SESSION_MAX;
-    api.store(move |s, _| {
-        s.record_admin_login_success(id)?;
-        // Sessions nobody ended are dropped here, at the rate of logins.
-        s.purge_admin_sessions(now, SESSION_IDLE)?;
-        s.create_admin_session(&token, id, now, expires)?;
-        Ok(())
-    })
-    .await?;
+    let r = start_session(&api, &creds.admin, transport, now).await?;
     tracing::info!(admin = %creds.admin.name, peer = %peer.ip(), "admin logged in");
-    let token_hex = hex(&token);
-    let mut r = reply(
-        StatusCode::OK,
-        &serde_json::json!({
-            "token": token_hex,
-            "expires_at": rfc3339(expires),
-            "idle_timeout_s": SESSION_IDLE.as_secs(),
-            "csrf": csrf_value(&token),
-            "admin": admin_view(&creds.admin),
-        }),
-    );
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        session_cookie(&api, &token_hex, SESSION_MAX)?,
-    );
     Ok(r)
 }
 
+/// `GET /api/v1/auth/enrol`: `{"needed": true}` while no admin account exists (the console
+/// then offers enrolment with the token printed on the box). No session needed.
+pub async fn enrol_status(State(api): State<AdminApi>) -> Result<Response, ApiError> {
+    let needed = !api.store(|s, _| Ok(s.has_admin()?)).await?;
+    Ok(reply(
+        StatusCode::OK,
+        &serde_json::json!({ "needed": needed }),
+    ))
+}
+
+fn already_enrolled() -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "the first admin is enrolled already; log in instead (POST /api/v1/auth/login)",
+    )
+}
+
+fn bad_enrol_token(why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        format!(
+            "{why}; ask for a new one with `gatehouse admin enrol-token` on the box and try again"
+        ),
+    )
+}
+
+/// `POST /api/v1/auth/enrol {"token", "name", "password"}`: creates the first admin (role
+/// admin) with the one-time enrolment token, which it uses up, and starts a session as
+/// login does (same reply). 410 once an admin exists, 401 for a wrong or expired token,
+/// 400 for a name or password the rules refuse; throttled with the logins.
+pub async fn enrol(
+    State(api): State<AdminApi>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    transport: Transport,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let now = api.now();
+    throttle(&api, peer.ip(), now)?;
+    let mut f = Fields::read(body).await?;
+    let token: String = f.req(
+        "token",
+        "the enrolment token shown on the box, XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XXXX",
+    )?;
+    let name: String = f.req("name", "the new admin's login name")?;
+    let password: String = f.req("password", "the new admin's password")?;
+    f.finish(&["token", "name", "password"])?;
+    if api.store(|s, _| Ok(s.has_admin()?)).await? {
+        return Err(already_enrolled());
+    }
+    let Some(token) = EnrolToken::parse(&token) else {
+        return Err(bad_enrol_token(
+            "that is not an enrolment token (28 letters A-Z and digits 2-7)",
+        ));
+    };
+    password::check_policy(&password)
+        .map_err(|e| ApiError::bad_request(format!("`password`: {e}")))?;
+    let hash = tokio::task::spawn_blocking(move || password::hash_password(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::bad_request(format!("`password`: {e}")))?;
+    let admin = api
+        .store(move |s, _| {
+            let id = match s.enrol_first_admin(&token, &name, &hash, now)? {
+                EnrolOutcome::Enrolled(id) => id,
+                EnrolOutcome::AdminExists => return Err(already_enrolled()),
+                EnrolOutcome::WrongToken => {
+                    return Err(bad_enrol_token(
+                        "wrong enrolment token (or it was replaced by a newer one)",
+                    ))
+                }
+                EnrolOutcome::Expired => {
+                    return Err(bad_enrol_token("the enrolment token has expired"))
+                }
+            };
+            s.admin(id)?
+                .ok_or_else(|| ApiError::internal("the enrolled admin vanished"))
+        })
+        .await?;
+    tracing::info!(admin = %admin.name, peer = %peer.ip(), "first admin enrolled");
+    start_session(&api, &admin, transport, now).await
+}
+
 /// `POST /api/v1/auth/logout`: ends the session and clears the cookie.
-pub async fn logout(State(api): State<AdminApi>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn logout(
+    State(api): State<AdminApi>,
+    transport: Transport,
+    caller: Caller,
+) -> Result<Response, ApiError> {
     let token = caller.token;
     api.store(move |s, _| Ok(s.delete_admin_session(&token)?))
         .await?;
     let mut r = reply(StatusCode::OK, &serde_json::json!({ "logged_out": true }));
     r.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie(&api, "", Duration::ZERO)?,
+        session_cookie(transport, "", Duration::ZERO)?,
     );
     Ok(r)
 }
@@ -600,7 +750,7 @@ mod tests {
             assert!(permits(AdminRole::Admin, a), "admin {a:?}");
         }
         let operator = [
-            ReadPeople, ReadGates, ReadZones, ReadLog, ReadEvents, AckEvents, ReadAlerts,
+            ReadGates, ReadZones, ReadLog, ReadEvents, AckEvents, ReadAlerts, ReadStatus, OpenDoors,
         ];
         let installer = [
             ReadGates,
@@ -609,6 +759,9 @@ mod tests {
             ChangeZones,
             ReadSources,
             ChangeSources,
+            ReadStatus,
+            ReadPeers,
+            ChangePeers,
         ];
         for a in Action::ALL {
             assert_eq!(
@@ -623,6 +776,7 @@ mod tests {
             );
         }
         // Spelled out, the rules the console relies on.
+        assert!(!permits(AdminRole::Operator, ReadPeople));
         assert!(!permits(AdminRole::Operator, ChangePeople));
         assert!(!permits(AdminRole::Operator, ChangeCards));
         assert!(!permits(AdminRole::Operator, ChangeLevels));
@@ -631,6 +785,12 @@ mod tests {
         assert!(!permits(AdminRole::Installer, ReadPeople));
         assert!(!permits(AdminRole::Installer, ReadCards));
         assert!(!permits(AdminRole::Installer, ReadLog));
+        assert!(!permits(AdminRole::Operator, ReadPeers));
+        assert!(!permits(AdminRole::Operator, ChangePeers));
+        assert!(!permits(AdminRole::Installer, OpenDoors));
+        for role in [AdminRole::Admin, AdminRole::Operator, AdminRole::Installer] {
+            assert!(permits(role, ReadStatus), "{role} ReadStatus");
+        }
     }
 
     #[test]

@@ -6,12 +6,15 @@
 //! - [`api`]: the resource routes.
 //! - [`alerts_api`]: event sources, receivers, rules, silences, events and their
 //!   acknowledgement and delivery log.
+//! - [`console_api`]: what the web console adds: the status dashboard, VPN peers,
+//!   holidays, CSV exports, resolving events, card learn mode.
 //! - [`password`]: argon2id hashing and the password rule (also used by the CLI).
 //! - The text forms admins type (card ids, schedules, dates) are
 //!   [`gatehouse_access::text`], shared with the CLI.
 //!
 //! Promises:
-//! - Every route but `POST /api/v1/auth/login` needs a live session, and every route checks
+//! - Every route but `POST /api/v1/auth/login` and the first admin's enrolment
+//!   (`/api/v1/auth/enrol`, a one-time token instead) needs a live session, and every route checks
 //!   the caller's role through the one table in [`auth::permits`] before doing anything.
 //! - Replies are JSON; every refusal is `{"error": "..."}` saying what was wrong and what to
 //!   do: 400 names the field, 401 says to log in again, 403 names what the role may not do,
@@ -25,6 +28,8 @@
 pub mod alerts_api;
 pub mod api;
 pub mod auth;
+pub mod console_api;
+pub mod door_api;
 pub mod password;
 
 use crate::access::{AccessError, AccessService};
@@ -32,7 +37,7 @@ use crate::provisioning::Listening;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 use gatehouse_config::Config;
 use gatehouse_store::{SiteKey, Store, StoreError};
@@ -100,8 +105,6 @@ struct Inner {
     tz: UtcOffset,
     access: AccessService,
     throttle: Mutex<auth::LoginThrottle>,
-    /// Mark the session cookie `Secure` (only when the console is served over HTTPS).
-    secure_cookie: bool,
     /// For the provisioning `POST /api/v1/gates` answers with.
     config: Config,
 }
@@ -113,6 +116,8 @@ pub struct AdminApi {
     clock: Arc<dyn Clock>,
     /// Where the running hub listens (for new gates' provisioning).
     listening: Listening,
+    /// The events pipeline, woken after changes made outside its writer (a resolve).
+    events: Option<crate::events::EventService>,
 }
 
 impl fmt::Debug for AdminApi {
@@ -142,12 +147,11 @@ impl AdminApi {
                 tz,
                 access,
                 throttle: Mutex::new(auth::LoginThrottle::default()),
-                // The hub serves plain HTTP, reached through the WireGuard tunnel.
-                secure_cookie: false,
                 config: config.clone(),
             }),
             clock: Arc::new(SystemClock),
             listening: Listening::default(),
+            events: None,
         })
     }
 
@@ -191,6 +195,19 @@ impl AdminApi {
         &self.listening
     }
 
+    /// Gives the API the events pipeline, to wake its delivery workers and live feeds
+    /// after a change made outside its writer.
+    pub fn set_events(&mut self, events: crate::events::EventService) {
+        self.events = Some(events);
+    }
+
+    /// Wakes the events pipeline's delivery workers and live feeds (if it was given).
+    pub(crate) fn events_changed(&self) {
+        if let Some(e) = &self.events {
+            e.notify_committed();
+        }
+    }
+
     /// Runs `f` with the store on a blocking thread.
     pub(crate) async fn store<T, F>(&self, f: F) -> Result<T, ApiError>
     where
@@ -221,6 +238,10 @@ pub fn routes(api: AdminApi) -> Router {
         .route("/api/v1/auth/logout", post(auth::logout))
         .route("/api/v1/auth/me", get(auth::me))
         .route(
+            "/api/v1/auth/enrol",
+            get(auth::enrol_status).post(auth::enrol),
+        )
+        .route(
             "/api/v1/people",
             get(api::list_people).post(api::add_person),
         )
@@ -236,6 +257,8 @@ pub fn routes(api: AdminApi) -> Router {
         .route("/api/v1/levels", get(api::list_levels).post(api::add_level))
         .route("/api/v1/levels/{id}/grant", post(api::grant_level))
         .route("/api/v1/gates", get(api::list_gates).post(api::add_gate))
+        .route("/api/v1/gates/{id}/open", post(door_api::open_gate))
+        .route("/api/v1/access/opens", get(door_api::list_opens))
         .route("/api/v1/zones", get(api::list_zones).post(api::add_zone))
         .route("/api/v1/access/log", get(api::access_log))
         .route("/api/v1/admins", get(api::list_admins).post(api::add_admin))
@@ -293,6 +316,36 @@ pub fn routes(api: AdminApi) -> Router {
             get(alerts_api::event_deliveries),
         )
         .route("/api/v1/deliveries", get(alerts_api::delivery_log))
+        // The console's additions (console_api.rs).
+        .route("/api/v1/status", get(console_api::status))
+        .route(
+            "/api/v1/peers",
+            get(console_api::list_peers).post(console_api::add_peer),
+        )
+        .route("/api/v1/peers/{name}", delete(console_api::remove_peer))
+        .route(
+            "/api/v1/peers/{name}/disable",
+            post(console_api::disable_peer),
+        )
+        .route(
+            "/api/v1/peers/{name}/enable",
+            post(console_api::enable_peer),
+        )
+        .route(
+            "/api/v1/holidays",
+            get(console_api::list_holidays).post(console_api::add_holiday),
+        )
+        .route(
+            "/api/v1/holidays/{date}",
+            delete(console_api::remove_holiday),
+        )
+        .route("/api/v1/events.csv", get(console_api::events_csv))
+        .route("/api/v1/access/log.csv", get(console_api::access_log_csv))
+        .route(
+            "/api/v1/events/{id}/resolve",
+            post(console_api::resolve_event),
+        )
+        .route("/api/v1/cards/learn", post(console_api::learn_card))
         .with_state(api)
 }
 

@@ -539,7 +539,7 @@ fn fold(
 
 /// The event ended: a `resolved` notification to every live, enabled receiver that has a
 /// `firing` one of it; its repeats stop. Returns how many were enqueued.
-fn resolve(tx: &Transaction<'_>, seq: i64, now_ms: i64) -> Result<usize> {
+pub(super) fn resolve(tx: &Transaction<'_>, seq: i64, now_ms: i64) -> Result<usize> {
     let firing: Vec<(ReceiverId, Option<RuleId>, bool)> = {
         let mut st = tx.prepare_cached(
             "SELECT d.receiver_id, d.rule_id, r.kind = 'console'

@@ -13,8 +13,8 @@ use super::{
 use crate::error::{Entity, StoreError};
 use crate::store::{from_unix_ms, to_unix_ms, Result, Store};
 use gatehouse_alerts::model::{
-    limits, Ack, DeliveryId, DeliveryStatus, Event, EventId, NotificationKind, ReceiverId, RuleId,
-    Severity, SilenceId, SourceKind,
+    limits, Ack, DeliveryId, DeliveryStatus, Event, EventId, Lifecycle, NotificationKind,
+    ReceiverId, RuleId, Severity, SilenceId, SourceKind,
 };
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension};
@@ -65,6 +65,19 @@ pub enum AckOutcome {
     Acked(Ack),
     /// It already was; the first acknowledgement stands.
     AlreadyAcked(Ack),
+}
+
+/// What [`Store::resolve_event`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveOutcome {
+    /// The event as it is now.
+    pub event: Event,
+    /// It ended now (else it had ended already, by its source or an earlier resolve).
+    pub ended_now: bool,
+    /// It was acknowledged now, by the resolving admin (else an earlier ack stands).
+    pub acked_now: bool,
+    /// `resolved` notifications enqueued.
+    pub resolved_deliveries: usize,
 }
 
 /// One delivery of an event, as `gatehouse event show` lists it.
@@ -502,6 +515,66 @@ impl Store {
         }))
     }
 
+    /// Resolves an event for admin `by`, in one transaction: unless it has ended, it ends
+    /// now (`lifecycle = ended`, `ended_at = now`) exactly as when its source ends it
+    /// (a `resolved` notification to every receiver that had a `firing` one, reminders
+    /// stop); unless it was acknowledged, it is acknowledged by `by` with `comment`. So
+    /// the acknowledgement names who resolved it. Resolving twice changes nothing.
+    pub fn resolve_event(
+        &self,
+        id: EventId,
+        by: &str,
+        comment: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<ResolveOutcome> {
+        check_author("resolved by", by)?;
+        if comment.is_some_and(|c| c.len() > limits::MESSAGE) {
+            return Err(StoreError::invalid(
+                "resolution comment",
+                format!("longer than {} bytes", limits::MESSAGE),
+            ));
+        }
+        let tx = write_tx(self.conn())?;
+        /// seq, lifecycle, acked_at.
+        type ResolveRow = (i64, String, Option<i64>);
+        let row: Option<ResolveRow> = tx
+            .query_row(
+                "SELECT seq, lifecycle, acked_at FROM events WHERE id = ?1",
+                [id.to_string()],
+                |r| ResolveRow::try_from(r),
+            )
+            .optional()?;
+        let Some((seq, lifecycle, acked_at)) = row else {
+            return Err(StoreError::not_found(Entity::Event, id));
+        };
+        let at = to_unix_ms(now)?;
+        let ended_now = lifecycle != Lifecycle::Ended.as_str();
+        let mut resolved_deliveries = 0;
+        if ended_now {
+            tx.execute(
+                "UPDATE events SET lifecycle = ?2, ended_at = ?3 WHERE seq = ?1",
+                params![seq, Lifecycle::Ended.as_str(), at],
+            )?;
+            resolved_deliveries = super::ingest::resolve(&tx, seq, at)?;
+        }
+        let acked_now = acked_at.is_none();
+        if acked_now {
+            tx.execute(
+                "UPDATE events SET acked_by = ?2, acked_at = ?3, ack_comment = ?4 WHERE seq = ?1",
+                params![seq, by, at, comment],
+            )?;
+            tx.execute("DELETE FROM repeats WHERE event_seq = ?1", [seq])?;
+        }
+        let event = self.event(id)?;
+        tx.commit()?;
+        Ok(ResolveOutcome {
+            event,
+            ended_now,
+            acked_now,
+            resolved_deliveries,
+        })
+    }
+
     /// Delivery-log rows matching `filter` (see [`DeliveryLogFilter`] for the order).
     pub fn delivery_log(&self, filter: &DeliveryLogFilter) -> Result<Vec<DeliveryLogEntry>> {
         let mut c = Conditions::default();
@@ -636,6 +709,16 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Events nobody has acknowledged (the console's dashboard). Scans the events table.
+    pub fn unacknowledged_event_count(&self) -> Result<u64> {
+        let n: i64 = self.conn().query_row(
+            "SELECT count(*) FROM events WHERE acked_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(count(n))
     }
 
     /// Stored events per source kind. Scans the events table: for a scrape every few

@@ -189,7 +189,10 @@ fn migration_from_v3_keeps_data_and_adds_the_console_defaults() {
         .unwrap();
     }
     let s = Store::open(dir.path()).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 4);
+    assert_eq!(
+        s.schema_version().unwrap(),
+        crate::schema::current_version()
+    );
     assert_eq!(s.list_zones().unwrap()[0].name, "Main");
     assert_eq!(s.highest_event_seqs().unwrap(), [(7, 1)]);
     let receivers = s.list_receivers().unwrap();
@@ -1479,4 +1482,70 @@ fn dead_deliveries_without_their_event_are_found_until_it_is_stored() {
     let dead = NewEvent::delivery_dead(hook, "hook", d, id, Severity::Warning, "HTTP 503", at(1));
     ingest_one(&s, item(dead, None), at(1));
     assert!(s.dead_deliveries_without_event(10).unwrap().is_empty());
+}
+
+#[test]
+fn an_admin_resolves_an_active_event_once() {
+    let (_d, s) = store();
+    let hook = webhook(&s, "hook");
+    let r = rule(&s, "all", &[hook], 0, Some(60));
+    let (id, _, _) = new_of(&ingest_one(
+        &s,
+        item(
+            frigate("f-1", Severity::Critical, Lifecycle::Active),
+            Some(&r),
+        ),
+        T0,
+    ));
+    assert_eq!(s.unacknowledged_event_count().unwrap(), 1);
+    assert!(s.next_repeat_at().unwrap().is_some());
+
+    let out = s.resolve_event(id, "alice", None, at(30)).unwrap();
+    assert!(out.ended_now && out.acked_now, "{out:?}");
+    // Console and hook had a firing notification: both get a resolved one.
+    assert_eq!(out.resolved_deliveries, 2);
+    assert_eq!(out.event.new.lifecycle, Lifecycle::Ended);
+    assert_eq!(out.event.ended_at, Some(at(30)));
+    let ack = out.event.ack.unwrap();
+    assert_eq!((ack.by.as_str(), ack.at), ("alice", at(30)));
+    assert_eq!(s.next_repeat_at().unwrap(), None);
+    assert_eq!(s.unacknowledged_event_count().unwrap(), 0);
+    let resolved = deliveries_of(&s, id)
+        .into_iter()
+        .filter(|(_, k, _)| *k == NotificationKind::Resolved)
+        .count();
+    assert_eq!(resolved, 2);
+
+    // Again: nothing changes, nothing more is sent.
+    let again = s.resolve_event(id, "bob", Some("me too"), at(40)).unwrap();
+    assert!(!again.ended_now && !again.acked_now, "{again:?}");
+    assert_eq!(again.resolved_deliveries, 0);
+    assert_eq!(again.event.ack.unwrap().by, "alice");
+    assert!(s.reconcile().unwrap().events == 1);
+
+    // An acknowledged instant event: ended now, the first ack stands.
+    let (id2, _, _) = new_of(&ingest_one(
+        &s,
+        item(
+            event("gate-1", "door_forced", Severity::Warning, None),
+            Some(&r),
+        ),
+        T0,
+    ));
+    s.ack_event(id2, "carol", None, at(1)).unwrap();
+    let out = s.resolve_event(id2, "alice", None, at(2)).unwrap();
+    assert!(out.ended_now && !out.acked_now, "{out:?}");
+    assert_eq!(out.event.ack.unwrap().by, "carol");
+
+    assert!(matches!(
+        s.resolve_event(new_id(), "alice", None, at(3)),
+        Err(StoreError::NotFound {
+            entity: Entity::Event,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.resolve_event(id, " ", None, at(3)),
+        Err(StoreError::Invalid { .. })
+    ));
 }
