@@ -9,6 +9,7 @@ DEV_CONFIG := config/dev.toml
 .NOTPARALLEL:
 
 .PHONY: help deps deps-bench build run test fmt fmt-check clippy nextest test-timers test-gate-fw \
+	test-lora-node firmware \
 	bench-tunnel bench-access clean
 
 help:
@@ -16,6 +17,8 @@ help:
 	@echo "make test          install what is missing, then fmt check, clippy, all tests (nextest)"
 	@echo "make deps          install missing Debian packages and cargo-nextest (idempotent)"
 	@echo "make build         cargo build --release -p gatehouse"
+	@echo "make firmware      cross-build the sensor-node boards (nRF52840, STM32WL), print flash/RAM"
+	@echo "make test-lora-node sensor-node core + simulator tests, and the core on a Cortex-M4 under QEMU"
 	@echo "make bench-tunnel  WireGuard throughput/CPU benchmark against wireguard-go and boringtun-cli (root)"
 	@echo "make bench-access  gate transports (HTTP, TCP, MQTT): decisions/s, latency, hub RSS (CARDS= LOG_ROWS= DURATION= to scale)"
 	@echo "make fmt | clippy | clean"
@@ -33,7 +36,7 @@ build: deps
 run: build
 	$(GATEHOUSE) --config $(DEV_CONFIG) up
 
-test: deps fmt-check clippy nextest test-timers test-gate-fw
+test: deps fmt-check clippy test-lora-node nextest test-timers test-gate-fw firmware
 
 fmt:
 	$(CARGO) fmt --all
@@ -59,6 +62,19 @@ test-gate-fw:
 	cd gate-fw && $(CARGO) fmt --all -- --check
 	cd gate-fw && $(CARGO) clippy --all-targets -- -D warnings
 	cd gate-fw && $(CARGO) test
+
+# The sensor node: its host workspace (core + simulator; before nextest, which runs the
+# simulator binary in lora_e2e) and the core's scenarios on a
+# Cortex-M4 under QEMU (Debian's rustc-web, see scripts/firmware.sh).
+test-lora-node:
+	cd lora-node && $(CARGO) fmt -p lora-node-core -p lora-sim -- --check
+	cd lora-node && $(CARGO) clippy --all-targets -- -D warnings
+	cd lora-node && $(CARGO) test
+	scripts/firmware.sh qemu-tests
+
+# Both node boards cross-built; prints flash/RAM, fails over 64 KiB flash / 16 KiB RAM.
+firmware: deps
+	scripts/firmware.sh
 
 bench-tunnel: deps-bench
 	$(CARGO) build --release -p gatehouse

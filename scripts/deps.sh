@@ -49,6 +49,12 @@ debian_packages=(
     gcc
     libc6-dev
     chromium
+    rustc-web
+    cargo-web
+    rust-web-src
+    lld-19
+    binutils-arm-none-eabi
+    qemu-system-arm
 )
 if ! command -v node >/dev/null 2>&1; then
     debian_packages+=(nodejs npm)

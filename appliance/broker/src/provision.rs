@@ -151,6 +151,8 @@ pub struct Provisioning {
     gates: Vec<GateAccount>,
     nvrs: Vec<NvrAccount>,
     topics: Topics,
+    /// The LoRa packet forwarder's account (read and write `lora/#`), if any.
+    lora_forwarder: Option<Account>,
 }
 
 impl Provisioning {
@@ -163,7 +165,32 @@ impl Provisioning {
             gates: Vec::new(),
             nvrs: Vec::new(),
             topics,
+            lora_forwarder: None,
         })
+    }
+
+    /// Gives the LoRa packet forwarder its account: read and write [`acl::LORA_TOPICS`]
+    /// (the hub has those too). Refuses a user name already taken.
+    pub fn set_lora_forwarder(&mut self, account: Account) -> Result<()> {
+        passwd::check_username(&account.username)?;
+        passwd::check_password(&account.password)?;
+        let own = self
+            .lora_forwarder
+            .as_ref()
+            .is_some_and(|a| a.username == account.username);
+        if !own && self.username_taken(&account.username) {
+            return Err(BrokerError::Duplicate {
+                what: "user name",
+                value: account.username,
+            });
+        }
+        self.lora_forwarder = Some(account);
+        Ok(())
+    }
+
+    /// The LoRa packet forwarder's account.
+    pub fn lora_forwarder(&self) -> Option<&Account> {
+        self.lora_forwarder.as_ref()
     }
 
     /// The hub's account.
@@ -191,6 +218,10 @@ impl Provisioning {
         username == self.hub.username
             || self.gates.iter().any(|g| g.account.username == username)
             || self.nvrs.iter().any(|n| n.account.username == username)
+            || self
+                .lora_forwarder
+                .as_ref()
+                .is_some_and(|a| a.username == username)
     }
 
     /// Adds a gate account. Refuses a second account for the same gate id or a user name
@@ -255,7 +286,8 @@ impl Provisioning {
         let mut out = String::new();
         let accounts = std::iter::once(&self.hub)
             .chain(self.gates.iter().map(|g| &g.account))
-            .chain(self.nvrs.iter().map(|n| &n.account));
+            .chain(self.nvrs.iter().map(|n| &n.account))
+            .chain(self.lora_forwarder.as_ref());
         for account in accounts {
             if !seen.insert(account.username.as_str()) {
                 return Err(BrokerError::Duplicate {
@@ -287,6 +319,7 @@ impl Provisioning {
                 .iter()
                 .map(|g| (g.account.username.as_str(), g.gate_id)),
             &nvrs,
+            self.lora_forwarder.as_ref().map(|a| a.username.as_str()),
         )
     }
 
@@ -471,6 +504,32 @@ mod tests {
             .filter(|n| n.to_string_lossy().starts_with('.'))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn lora_forwarder_account() {
+        let mut p = provisioning();
+        assert!(p.set_lora_forwarder(Account::new("door-b", "x")).is_err());
+        p.set_lora_forwarder(Account::new("lora-forwarder", "lf-pw"))
+            .unwrap();
+        // Set again (a new password): still one account.
+        p.set_lora_forwarder(Account::new("lora-forwarder", "lf-pw2"))
+            .unwrap();
+        assert!(p
+            .add_gate(GateAccount::with_username(9, "lora-forwarder", "x"))
+            .is_err());
+        let text = p.password_file().unwrap();
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("lora-forwarder:"))
+            .unwrap();
+        assert!(passwd::verify(line, "lf-pw2"));
+        let acl = p.acl_file();
+        assert!(
+            acl.ends_with("\nuser lora-forwarder\ntopic readwrite lora/#\n"),
+            "{acl}"
+        );
+        assert!(acl.contains("user hub\n"), "{acl}");
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub struct Config {
     pub general: General,
     pub tunnel: Tunnel,
     pub hub: Hub,
+    pub lora: Lora,
 }
 
 /// Settings shared by every service.
@@ -345,6 +346,214 @@ impl Default for Mqtt {
             request_topic: "access/request".into(),
             response_prefix: "access/response".into(),
         }
+    }
+}
+
+/// Which radio the LoRa packet forwarder (`gatehouse lora`) drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoraMode {
+    /// No forwarder (`gatehouse up` does not start one; `gatehouse lora` refuses to run).
+    Off,
+    /// The simulated air (UDP on loopback, `gatehouse lora air`): development and tests.
+    Sim,
+    /// An SX1262 on SPI with GPIO pins (the box's LoRa HAT).
+    Sx1262,
+}
+
+/// The radio regulations the forwarder follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum LoraRegion {
+    /// EU 863-870 MHz (ETSI EN 300 220-2: duty cycle per sub-band).
+    #[serde(rename = "EU868")]
+    Eu868,
+}
+
+/// The LoRa packet forwarder (`[lora]`): one radio channel, raw frames to and from the
+/// hub over MQTT (`lora/up`, `lora/down`, `lora/tx`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Lora {
+    pub mode: LoraMode,
+    /// Sim mode: the air's UDP address (`gatehouse up` starts one there if none answers).
+    pub air: SocketAddr,
+    pub region: LoraRegion,
+    /// The channel the forwarder listens on (and the nodes send on), Hz.
+    pub frequency_hz: u32,
+    /// Spreading factor, 7 to 12.
+    pub spreading_factor: u8,
+    /// Bandwidth, Hz: 125000, 250000 or 500000.
+    pub bandwidth_hz: u32,
+    /// Transmit power for downlinks, dBm (-9 to 22, the SX1262's range; EU868 allows
+    /// 14 dBm ERP in most sub-bands).
+    pub tx_power_dbm: i8,
+    /// Sx1262 mode: the SPI device (opened without kernel chip select; `cs` drives it).
+    pub spi: PathBuf,
+    /// Sx1262 mode: SPI clock, Hz (the SX1262 allows up to 16 MHz).
+    pub spi_hz: u32,
+    /// Sx1262 mode: the GPIO chip of the pins below.
+    pub gpio_chip: PathBuf,
+    /// Sx1262 mode: GPIO line offsets on `gpio_chip`.
+    pub cs: u32,
+    pub reset: u32,
+    pub busy: u32,
+    pub dio1: u32,
+    /// The forwarder's MQTT connection (`[lora.mqtt]`).
+    pub mqtt: LoraMqtt,
+}
+
+/// How the forwarder reaches the MQTT broker.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoraMqtt {
+    /// The broker's host:port; empty: the hub's embedded broker at `hub.mqtt.listen`
+    /// (`gatehouse up` uses the address that broker really got).
+    pub broker: String,
+    /// The forwarder's MQTT user name (the hub provisions it with access to `lora/#`).
+    pub username: String,
+    /// The file holding the forwarder's MQTT password; empty:
+    /// `<data_dir>/mqtt-lora.password`, which the hub writes (embedded mode).
+    pub password_file: PathBuf,
+}
+
+impl Default for LoraMqtt {
+    fn default() -> Self {
+        LoraMqtt {
+            broker: String::new(),
+            username: "lora-forwarder".into(),
+            password_file: PathBuf::new(),
+        }
+    }
+}
+
+impl Default for Lora {
+    fn default() -> Self {
+        Lora {
+            mode: LoraMode::Off,
+            air: SocketAddr::from(([127, 0, 0, 1], 7301)),
+            region: LoraRegion::Eu868,
+            frequency_hz: 868_100_000,
+            spreading_factor: 7,
+            bandwidth_hz: 125_000,
+            tx_power_dbm: 14,
+            spi: PathBuf::from("/dev/spidev0.0"),
+            spi_hz: 2_000_000,
+            gpio_chip: PathBuf::from("/dev/gpiochip0"),
+            cs: 21,
+            reset: 18,
+            busy: 20,
+            dio1: 16,
+            mqtt: LoraMqtt::default(),
+        }
+    }
+}
+
+/// The file in `general.data_dir` holding the forwarder's MQTT password (written by the
+/// hub's embedded broker provisioning, read by `gatehouse lora`).
+pub const LORA_PASSWORD_FILE: &str = "mqtt-lora.password";
+
+impl Lora {
+    /// The forwarder's MQTT password file (`lora.mqtt.password_file`, or the default in
+    /// `data_dir`).
+    pub fn password_file(&self, data_dir: &Path) -> PathBuf {
+        if self.mqtt.password_file.as_os_str().is_empty() {
+            data_dir.join(LORA_PASSWORD_FILE)
+        } else {
+            self.mqtt.password_file.clone()
+        }
+    }
+
+    fn validate(
+        &self,
+        invalid: &dyn Fn(&str, &str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        if !(7..=12).contains(&self.spreading_factor) {
+            return Err(invalid(
+                "lora.spreading_factor",
+                "a spreading factor from 7 to 12",
+                self.spreading_factor.to_string(),
+            ));
+        }
+        if ![125_000, 250_000, 500_000].contains(&self.bandwidth_hz) {
+            return Err(invalid(
+                "lora.bandwidth_hz",
+                "125000, 250000 or 500000",
+                self.bandwidth_hz.to_string(),
+            ));
+        }
+        match self.region {
+            LoraRegion::Eu868 if !(863_000_000..=870_000_000).contains(&self.frequency_hz) => {
+                return Err(invalid(
+                    "lora.frequency_hz",
+                    "a frequency in the EU868 band, 863000000 to 870000000 Hz (868100000 is the usual first channel)",
+                    self.frequency_hz.to_string(),
+                ));
+            }
+            LoraRegion::Eu868 => {}
+        }
+        if !(-9..=22).contains(&self.tx_power_dbm) {
+            return Err(invalid(
+                "lora.tx_power_dbm",
+                "a transmit power from -9 to 22 dBm (the SX1262's range)",
+                self.tx_power_dbm.to_string(),
+            ));
+        }
+        if !(100_000..=16_000_000).contains(&self.spi_hz) {
+            return Err(invalid(
+                "lora.spi_hz",
+                "an SPI clock from 100000 to 16000000 Hz (the SX1262's limit)",
+                self.spi_hz.to_string(),
+            ));
+        }
+        if self.mode == LoraMode::Sim && self.air.port() == 0 {
+            return Err(invalid(
+                "lora.air",
+                "the simulated air's fixed address:port, like \"127.0.0.1:7301\"",
+                self.air.to_string(),
+            ));
+        }
+        if self.mode == LoraMode::Sx1262 {
+            let pins = [
+                ("lora.cs", self.cs),
+                ("lora.reset", self.reset),
+                ("lora.busy", self.busy),
+                ("lora.dio1", self.dio1),
+            ];
+            for (i, (key, pin)) in pins.iter().enumerate() {
+                if let Some((other, _)) = pins[..i].iter().find(|(_, p)| p == pin) {
+                    return Err(invalid(
+                        key,
+                        &format!("a GPIO line not already used by {other}"),
+                        pin.to_string(),
+                    ));
+                }
+            }
+        }
+        let broker = &self.mqtt.broker;
+        let broker_ok = broker.is_empty()
+            || broker.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+            });
+        if !broker_ok {
+            return Err(invalid(
+                "lora.mqtt.broker",
+                "host:port of the MQTT broker, like 127.0.0.1:1883 (or \"\" for the hub's embedded broker)",
+                format!("{broker:?}"),
+            ));
+        }
+        let name = &self.mqtt.username;
+        if name.is_empty()
+            || name.starts_with('#')
+            || name.contains(':')
+            || name.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                "lora.mqtt.username",
+                "an MQTT user name without ':', whitespace or a leading '#'",
+                format!("{name:?}"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -752,7 +961,8 @@ impl Config {
         }
         self.hub.validate_listeners(&invalid)?;
         self.hub.mqtt.validate(&invalid)?;
-        self.hub.alerts.validate(&invalid)
+        self.hub.alerts.validate(&invalid)?;
+        self.lora.validate(&invalid)
     }
 
     /// The UAPI socket path of the tunnel interface.
@@ -785,6 +995,63 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/dev.toml");
         let c = Config::load(&path).unwrap();
         assert_eq!(c.tunnel.mode, TunnelMode::Userspace);
+        assert_eq!(c.lora.mode, LoraMode::Sim);
+    }
+
+    #[test]
+    fn lora_section() {
+        let c = parse("").unwrap();
+        assert_eq!(c.lora.mode, LoraMode::Off);
+        assert_eq!(c.lora.region, LoraRegion::Eu868);
+        assert_eq!(
+            c.lora.password_file(Path::new("/d")),
+            Path::new("/d/mqtt-lora.password")
+        );
+        let c = parse(
+            "[lora]\nmode = \"sx1262\"\nregion = \"EU868\"\nfrequency_hz = 869525000\n\
+             spreading_factor = 9\nbandwidth_hz = 250000\nspi = \"/dev/spidev1.0\"\n\
+             gpio_chip = \"/dev/gpiochip4\"\ncs = 8\nreset = 22\nbusy = 23\ndio1 = 24\n\
+             [lora.mqtt]\nbroker = \"10.0.0.2:1883\"\nusername = \"radio\"\n\
+             password_file = \"/etc/pw\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.lora.mode, LoraMode::Sx1262);
+        assert_eq!(
+            (
+                c.lora.frequency_hz,
+                c.lora.spreading_factor,
+                c.lora.bandwidth_hz
+            ),
+            (869_525_000, 9, 250_000)
+        );
+        assert_eq!(
+            (c.lora.cs, c.lora.reset, c.lora.busy, c.lora.dio1),
+            (8, 22, 23, 24)
+        );
+        assert_eq!(c.lora.spi, Path::new("/dev/spidev1.0"));
+        assert_eq!(c.lora.mqtt.broker, "10.0.0.2:1883");
+        assert_eq!(c.lora.password_file(Path::new("/d")), Path::new("/etc/pw"));
+        let c = parse("[lora]\nmode = \"sim\"\nair = \"127.0.0.1:9999\"\n").unwrap();
+        assert_eq!(c.lora.air.port(), 9999);
+        for (text, key) in [
+            ("[lora]\nspreading_factor = 6\n", "lora.spreading_factor"),
+            ("[lora]\nbandwidth_hz = 100000\n", "lora.bandwidth_hz"),
+            ("[lora]\nfrequency_hz = 915000000\n", "lora.frequency_hz"),
+            ("[lora]\ntx_power_dbm = 30\n", "lora.tx_power_dbm"),
+            (
+                "[lora]\nmode = \"sim\"\nair = \"127.0.0.1:0\"\n",
+                "lora.air",
+            ),
+            ("[lora]\nmode = \"sx1262\"\nbusy = 21\n", "lora.busy"),
+            ("[lora.mqtt]\nbroker = \"nohost\"\n", "lora.mqtt.broker"),
+            ("[lora.mqtt]\nusername = \"a b\"\n", "lora.mqtt.username"),
+            ("[lora]\nmode = \"radio\"\n", "lora.mode"),
+            ("[lora]\nregion = \"US915\"\n", "lora.region"),
+            ("[lora]\nspi_hz = 1\n", "lora.spi_hz"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(&format!("key `{key}`")), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@ mod access_cmd;
 mod admin_cmd;
 mod alerts_cmd;
 mod console_cmd;
+mod lora_cmd;
 mod peer_cmd;
+mod sensor_cmd;
 mod signals;
 
 use anyhow::{Context, Result};
@@ -39,7 +41,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every service in one process tree (development and demos): tunnel and hub.
+    /// Run every service in one process tree (development and demos): tunnel, hub, and the
+    /// LoRa forwarder when lora.mode is not "off" (with mode "sim", also an air on lora.air
+    /// unless one already listens there).
     Up,
     /// Run the WireGuard endpoint configured by [tunnel] and the peer store (the box's
     /// `gatehouse-tunnel` unit). SIGHUP reloads the peer store.
@@ -48,6 +52,10 @@ enum Command {
     /// the gates' transports and the events pipeline. Prints the console's address and
     /// certificate fingerprint on stderr, and an enrolment token while no admin exists.
     Hub,
+    /// Run the LoRa packet forwarder configured by [lora] (the box's `gatehouse-lora`
+    /// unit): frames from the radio to the hub over MQTT, the hub's downlinks back, inside
+    /// the EU868 duty cycle. `gatehouse lora air` runs the simulated air instead.
+    Lora(lora_cmd::LoraArgs),
     /// Print the console's address(es) and its certificate's SHA-256 fingerprint (makes
     /// the certificate if it is missing), and whether the first admin may still enrol.
     Console,
@@ -97,6 +105,10 @@ enum Command {
     /// List, show and acknowledge events; check the delivery log reconciles.
     #[command(subcommand)]
     Event(alerts_cmd::EventCommand),
+    /// Manage LoRa sensor nodes: add one (prints its provisioning TOML), list, disable,
+    /// enable, remove.
+    #[command(subcommand)]
+    Sensor(sensor_cmd::SensorCommand),
 }
 
 fn main() {
@@ -144,11 +156,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Log(cmd) => access_cmd::log(&load(&cli)?, cmd),
         Command::Admin(cmd) => admin_cmd::run(&load(&cli)?, cmd),
         Command::Console => console_cmd::run(&load(&cli)?),
+        Command::Lora(args) => lora_cmd::run(args, || load(&cli), cli.log_json),
         Command::Source(cmd) => alerts_cmd::source(&load(&cli)?, cmd),
         Command::Receiver(cmd) => alerts_cmd::receiver(&load(&cli)?, cmd),
         Command::Rule(cmd) => alerts_cmd::rule(&load(&cli)?, cmd),
         Command::Silence(cmd) => alerts_cmd::silence(&load(&cli)?, cmd),
         Command::Event(cmd) => alerts_cmd::event(&load(&cli)?, cmd),
+        Command::Sensor(cmd) => sensor_cmd::run(&load(&cli)?, cmd),
         Command::Tunnel => {
             let config = load(&cli)?;
             init_logging(cli.log_json || config.general.log_format == LogFormat::Json);
@@ -157,7 +171,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Hub => {
             let config = load(&cli)?;
             init_logging(cli.log_json || config.general.log_format == LogFormat::Json);
-            run_hub(config)
+            run_hub(config, None)
         }
         Command::Up => {
             let config = load(&cli)?;
@@ -169,14 +183,27 @@ fn run(cli: Cli) -> Result<()> {
                 )
             })?;
             let hub_config = config.clone();
+            let (broker_tx, broker_rx) = std::sync::mpsc::channel();
             let hub = std::thread::Builder::new()
                 .name("hub".into())
-                .spawn(move || run_hub(hub_config))?;
+                .spawn(move || run_hub(hub_config, Some(broker_tx)))?;
+            let lora = (config.lora.mode != gatehouse_config::LoraMode::Off)
+                .then(|| {
+                    let lora_config = config.clone();
+                    std::thread::Builder::new()
+                        .name("lora".into())
+                        .spawn(move || run_up_lora(&lora_config, &broker_rx))
+                })
+                .transpose()?;
             let tunnel = run_tunnel(&config);
             signals::request_stop();
             let hub = hub
                 .join()
                 .map_err(|_| anyhow::anyhow!("hub thread panicked"))?;
+            if let Some(lora) = lora {
+                // A LoRa failure was logged; it does not fail the other services.
+                let _ = lora.join();
+            }
             tunnel.and(hub)
         }
     }
@@ -201,7 +228,25 @@ fn run_tunnel(config: &Config) -> Result<()> {
     Ok(())
 }
 
-fn run_hub(config: Config) -> Result<()> {
+/// `gatehouse up`'s forwarder: waits for the hub's broker, starts an air if needed, runs
+/// until stopped. Errors are logged, not returned: the other services go on.
+fn run_up_lora(config: &Config, broker: &std::sync::mpsc::Receiver<Option<std::net::SocketAddr>>) {
+    // The hub sends its broker's address once bound (it has provisioned the forwarder's
+    // account by then); a hub that failed to start sends nothing.
+    let Ok(addr) = broker.recv() else { return };
+    let result =
+        lora_cmd::ensure_air(config).and_then(|_air| lora_cmd::run_forwarder(config, addr));
+    if let Err(e) = result {
+        tracing::error!(error = %format!("{e:#}"), "LoRa forwarder failed");
+    }
+}
+
+/// Runs the hub until stopped; `broker`, if given, gets the hub's MQTT broker address
+/// once the hub is bound.
+fn run_hub(
+    config: Config,
+    broker: Option<std::sync::mpsc::Sender<Option<std::net::SocketAddr>>>,
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -212,6 +257,9 @@ fn run_hub(config: Config) -> Result<()> {
         return Ok(());
     }
     let hub = rt.block_on(gatehouse_hub::Hub::bind(&config))?;
+    if let Some(b) = broker {
+        let _ = b.send(hub.mqtt_addr());
+    }
     match console_cmd::banner(
         &config,
         hub.https_addr(),

@@ -19,6 +19,8 @@
 //!   the admin API.
 //! - [`tls`]: the console over HTTPS on `hub.https_listen` (certificate, TLS listener),
 //!   and what plain HTTP still serves on a non-loopback `hub.http_listen`.
+//! - [`lora`]: the LoRa network server (sensor frames from the forwarder over MQTT,
+//!   ACKs back, sensor events, heartbeat supervision), when MQTT is on.
 //! - [`events`]: the events pipeline: every event stored with its notifications
 //!   (accepted = committed), the event webhook, alert delivery with retries, reminders,
 //!   the console's live feed and `/metrics`.
@@ -40,6 +42,7 @@ pub mod gate_commands;
 pub mod gate_frames;
 pub mod gate_tcp;
 pub mod http;
+pub mod lora;
 pub mod mqtt;
 pub mod provisioning;
 pub mod tls;
@@ -72,6 +75,8 @@ pub enum HubError {
     Mqtt(#[from] mqtt::MqttError),
     #[error("events pipeline: {0}")]
     Events(#[from] events::EventsError),
+    #[error("LoRa network server: {0}")]
+    Lora(#[from] lora::LoraError),
     #[error("console HTTPS (hub.https_listen): {0}")]
     Tls(#[from] tls::TlsError),
 }
@@ -96,6 +101,7 @@ pub struct Hub {
     plain_http: tls::PlainHttp,
     gate_tcp: Option<(TcpListener, SocketAddr)>,
     mqtt: Option<mqtt::MqttTransport>,
+    lora: Option<lora::LoraServer>,
     events: events::EventService,
     delivery: events::delivery::DeliverySettings,
     data_dir: std::path::PathBuf,
@@ -146,6 +152,12 @@ impl Hub {
             None => None,
         };
         let mqtt = mqtt::MqttTransport::start(config, &access).await?;
+        let lora = lora::LoraServer::start(
+            config,
+            mqtt.as_ref().and_then(|m| m.broker_addr()),
+            &events,
+            lora::LoraSettings::default(),
+        )?;
         admin.set_listening(provisioning::Listening {
             http: Some(http_addr),
             gate_tcp: gate_tcp.as_ref().map(|(_, a)| *a),
@@ -160,6 +172,7 @@ impl Hub {
             plain_http,
             gate_tcp,
             mqtt,
+            lora,
             events,
             delivery,
             data_dir: config.general.data_dir.clone(),
@@ -220,6 +233,11 @@ impl Hub {
         self.mqtt.as_ref().map(|m| m.frigate_counters())
     }
 
+    /// The LoRa network server's counters (`None` when MQTT is off).
+    pub fn lora_counters(&self) -> Option<std::sync::Arc<lora::LoraCounters>> {
+        self.lora.as_ref().map(|l| l.counters())
+    }
+
     /// The admin API (tests set its clock).
     pub fn admin_mut(&mut self) -> &mut admin::AdminApi {
         &mut self.admin
@@ -265,6 +283,8 @@ impl Hub {
         let mqtt = self.mqtt.map(|m| {
             tokio::spawn(m.run(self.access.clone(), self.events.clone(), stop_rx.clone()))
         });
+        let lora_counters = self.lora.as_ref().map(|l| l.counters());
+        let lora = self.lora.map(|l| tokio::spawn(l.run(stop_rx.clone())));
         let delivery = events::delivery::spawn(
             &self.data_dir,
             self.events.clone(),
@@ -289,6 +309,11 @@ impl Hub {
                 stop_rx.clone(),
             ))
             .merge(admin::routes(self.admin));
+        // For /metrics (events::metrics).
+        let app = match lora_counters {
+            Some(c) => app.layer(axum::Extension(c)),
+            None => app,
+        };
         tracing::info!(addr = %self.http_addr, plain = ?self.plain_http, "hub listening");
         let https = match https_listener {
             Some(listener) => {
@@ -341,6 +366,9 @@ impl Hub {
         }
         if let Some(m) = mqtt {
             let _ = m.await;
+        }
+        if let Some(l) = lora {
+            let _ = l.await;
         }
         // Delivery workers finish their attempts in flight and may raise dead-letter
         // events: before the writer stops.

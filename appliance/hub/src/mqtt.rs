@@ -86,6 +86,12 @@
 //! under its prefix and subscribes to its own `.../set` topics); the hub reads
 //! `<prefix>/events` and `<prefix>/reviews`.
 //!
+//! When `[lora]` runs a packet forwarder (`lora.mode` not `off`), the broker also has its
+//! account `lora.mqtt.username` (`lora-forwarder`) with the password
+//! [`lora_forwarder_password`] (derived from the site key like the NVRs'), written 0600
+//! to `<data_dir>/mqtt-lora.password` for `gatehouse lora` to read; its ACL, like the
+//! hub's, is read and write on `lora/#` (`lora/up`, `lora/down`, `lora/tx`).
+//!
 //! # Modes (`hub.mqtt.mode`)
 //!
 //! - `embedded`: [`MqttTransport::start`] provisions mosquitto from the store's gates and
@@ -147,6 +153,9 @@ use tokio::task::JoinSet;
 pub const GATE_PASSWORD_LABEL: &[u8] = b"gatehouse mqtt password v1";
 /// The HMAC label of an NVR's MQTT password (see [`nvr_mqtt_password`]).
 pub const NVR_PASSWORD_LABEL: &[u8] = b"gatehouse nvr mqtt password v1";
+/// The HMAC label of the LoRa packet forwarder's MQTT password (see
+/// [`lora_forwarder_password`]).
+pub const LORA_PASSWORD_LABEL: &[u8] = b"gatehouse lora forwarder mqtt password v1";
 /// What an NVR source's MQTT user name starts with (then its source name).
 pub const NVR_USERNAME_PREFIX: &str = "nvr-";
 /// The hub's password file in the data directory (embedded mode, when
@@ -248,6 +257,48 @@ pub fn nvr_mqtt_password(site_key: &SiteKey, source: SourceId, key_hash: &[u8; 3
         &site_key.nvr_mqtt_key(),
         &[NVR_PASSWORD_LABEL, &source.to_be_bytes(), key_hash],
     )
+}
+
+/// The LoRa packet forwarder's MQTT password: lowercase hex of
+/// HMAC-SHA-256(`site_key.nvr_mqtt_key()`, [`LORA_PASSWORD_LABEL`]). Stable for the site;
+/// written to `<data_dir>/mqtt-lora.password` for `gatehouse lora` (see
+/// [`lora_forwarder_account`]).
+pub fn lora_forwarder_password(site_key: &SiteKey) -> String {
+    hmac_hex(&site_key.nvr_mqtt_key(), &[LORA_PASSWORD_LABEL])
+}
+
+/// The forwarder's broker account when `[lora]` runs one (`lora.mode` is not `off`):
+/// `lora.mqtt.username` with [`lora_forwarder_password`], which is written (0600) to
+/// its password file (`lora.mqtt.password_file`, default `<data_dir>/mqtt-lora.password`)
+/// when that file does not already hold it. Blocking.
+fn lora_forwarder_account(
+    config: &Config,
+    data_dir: &Path,
+    site_key: &SiteKey,
+) -> Result<Option<Account>, MqttError> {
+    if config.lora.mode == gatehouse_config::LoraMode::Off {
+        return Ok(None);
+    }
+    let password = lora_forwarder_password(site_key);
+    let path = config.lora.password_file(data_dir);
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    if current.trim() != password {
+        let err = |source| MqttError::Password {
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(err)?;
+        f.write_all(format!("{password}\n").as_bytes())
+            .map_err(err)?;
+        f.sync_all().map_err(err)?;
+    }
+    Ok(Some(Account::new(&config.lora.mqtt.username, password)))
 }
 
 /// The MQTT user name and password of event source `source`, to show the admin who sets
@@ -398,6 +449,8 @@ enum Sink {
 /// Keeps the broker's accounts equal to the store's gates and NVR sources.
 struct Provisioner {
     hub: Account,
+    /// The LoRa packet forwarder's account, when `[lora]` runs one.
+    lora: Option<Account>,
     topics: Topics,
     sink: Sink,
     /// The accounts last written.
@@ -417,10 +470,14 @@ impl std::fmt::Debug for Provisioner {
 /// name collides with another account is left out, with a warning).
 fn provisioning(
     hub: &Account,
+    lora: Option<&Account>,
     topics: &Topics,
     accounts: &Accounts,
 ) -> Result<Provisioning, MqttError> {
     let mut p = Provisioning::new(hub.clone(), topics.clone())?;
+    if let Some(l) = lora {
+        p.set_lora_forwarder(l.clone())?;
+    }
     for g in &accounts.gates {
         if let Err(e) = p.add_gate(g.clone()) {
             tracing::warn!(gate = g.gate_id, error = %e, "gate left out of the MQTT broker's accounts");
@@ -438,7 +495,7 @@ fn provisioning(
 impl Provisioner {
     /// Writes `accounts` (and reloads an embedded broker). Blocking.
     fn apply(&mut self, accounts: Accounts) -> Result<(), MqttError> {
-        let p = provisioning(&self.hub, &self.topics, &accounts)?;
+        let p = provisioning(&self.hub, self.lora.as_ref(), &self.topics, &accounts)?;
         match &mut self.sink {
             Sink::Embedded(m) => m.reprovision(&p)?,
             Sink::Files(files) => {
@@ -594,6 +651,7 @@ impl MqttTransport {
             .map_err(|e| MqttError::Task(e.to_string()))??
         };
         nvrs.warn_left_out();
+        let lora = lora_forwarder_account(config, &data_dir, &sources.site_key)?;
         let accounts = Accounts {
             gates: gate_accounts(&service.gates()),
             nvrs: nvrs.accounts(),
@@ -607,7 +665,7 @@ impl MqttTransport {
                     m.password_file.clone()
                 };
                 let hub = Account::new(&m.username, hub_password(&pw_path, true)?);
-                let p = provisioning(&hub, &topics, &accounts)?;
+                let p = provisioning(&hub, lora.as_ref(), &topics, &accounts)?;
                 let broker_dir = data_dir.join(BROKER_DIR);
                 let broker_config = embedded_broker_config(m.listen, &broker_dir);
                 let files = BrokerFiles::new(broker_dir);
@@ -628,6 +686,7 @@ impl MqttTransport {
                 );
                 let provisioner = Provisioner {
                     hub: hub.clone(),
+                    lora,
                     topics: topics.clone(),
                     sink: Sink::Embedded(mosquitto),
                     current: accounts,
@@ -647,6 +706,7 @@ impl MqttTransport {
                 } else {
                     let mut p = Provisioner {
                         hub: Account::new(&m.username, password.clone()),
+                        lora,
                         topics: topics.clone(),
                         sink: Sink::Files(BrokerFiles::new(&m.provision_dir)),
                         current: Accounts::default(),
@@ -1380,6 +1440,31 @@ mod tests {
         assert!(hub_password(&path, false).is_err());
         let pw = hub_password(&path, true).unwrap();
         assert_eq!(hub_password(&path, false).unwrap(), pw);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn lora_forwarder_account_follows_lora_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let site = SiteKey::from_bytes([7u8; 32]);
+        let mut config = Config::default();
+        assert!(lora_forwarder_account(&config, dir.path(), &site)
+            .unwrap()
+            .is_none());
+        config.lora.mode = gatehouse_config::LoraMode::Sim;
+        let a = lora_forwarder_account(&config, dir.path(), &site)
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.username, "lora-forwarder");
+        assert_eq!(a.password, lora_forwarder_password(&site));
+        assert_ne!(
+            a.password,
+            lora_forwarder_password(&SiteKey::from_bytes([8u8; 32]))
+        );
+        let path = dir.path().join("mqtt-lora.password");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), a.password);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }

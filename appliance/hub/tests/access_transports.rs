@@ -7,23 +7,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use gatehouse_access::model::{Direction, HolidayRule, Schedule, Validity, Window};
-use gatehouse_config::Config;
+use gatehouse_access::model::{HolidayRule, Schedule, Validity, Window};
 use gatehouse_gate_proto::{
     verify, AccessRequest, AllowListDelta, AllowListRequest, CardId, Decision, DoorEvent,
     DoorEventKind, EntryHash, ErrorCode, ErrorReply, Frame, FrameDecoder, GateKey, Heartbeat,
     HeartbeatFlags, Message, OfflineAck, OfflineBatch, OfflineEntry, Reason, Repr, Tamper,
     MAX_FRAME_LEN,
 };
-use gatehouse_hub::Hub;
 use gatehouse_store::gate_events::GateEventFilter;
-use gatehouse_store::{LogSource, NewCard, NewGate, SiteKey, Store};
+use gatehouse_store::{LogSource, NewCard, SiteKey, Store};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::net::SocketAddr;
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod support;
+
+use support::Running;
 
 // Distinctive 10-byte card ids, so finding their bytes in the DB file cannot be chance.
 const GRANTED: &str = "a1b2c3d4e5f60718293a";
@@ -53,17 +55,8 @@ fn setup(dir: &Path) -> Site {
     let key = SiteKey::load_or_create(dir).unwrap();
     let zone = store.add_zone("lobby", false).unwrap();
     let gate = |name: &str, ips: Option<Vec<String>>| {
-        let c = store
-            .add_gate(&NewGate {
-                name: name.into(),
-                zone,
-                direction: Direction::In,
-                relay_ms: 1500,
-                allowed_ips: ips,
-                mqtt_username: None,
-            })
-            .unwrap();
-        (u32::try_from(c.id).unwrap(), *c.secret.expose())
+        let g = support::add_gate(&store, zone, name, ips);
+        (g.id, g.key)
     };
     let (gate_a, key_a) = gate("front", None);
     let (gate_b, key_b) = gate("back", None);
@@ -123,33 +116,12 @@ fn setup(dir: &Path) -> Site {
     }
 }
 
-async fn start(
-    dir: &Path,
-) -> (
-    SocketAddr,
-    SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let mut config = Config::default();
-    config.general.data_dir = dir.to_path_buf();
-    config.hub.http_listen = "127.0.0.1:0".parse().unwrap();
-    config.hub.https_listen = None;
-    config.hub.gate_tcp_listen = Some("127.0.0.1:0".parse().unwrap());
-    // MQTT has its own tests (mqtt_transport.rs).
-    config.hub.mqtt.mode = gatehouse_config::MqttMode::Off;
-    let hub = Hub::bind(&config).await.unwrap();
-    let http = hub.http_addr();
-    let tcp = hub.gate_tcp_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        hub.run(async move {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    (http, tcp, tx, task)
+/// A hub on `dir` with the gates' TCP transport on (MQTT has its own tests,
+/// mqtt_transport.rs), serving until [`Running::stop`].
+async fn start(dir: &Path) -> Running {
+    let mut config = support::config(dir);
+    config.hub.gate_tcp_listen = Some(support::loopback());
+    Running::start(&config, |_| {}).await
 }
 
 /// One HTTP/1.1 request on its own connection; returns the status and the JSON body.
@@ -231,7 +203,8 @@ async fn replies(s: &mut TcpStream, key: &GateKey, n: usize) -> Vec<Message> {
 async fn http_and_tcp_transports_decide_log_and_refuse() {
     let dir = tempfile::tempdir().unwrap();
     let site = setup(dir.path());
-    let (http, tcp, stop, task) = start(dir.path()).await;
+    let mut hub = start(dir.path()).await;
+    let (http, tcp) = (hub.http, hub.tcp());
     let mut answered = 0u64;
 
     // ---- HTTP -------------------------------------------------------------------------
@@ -444,8 +417,7 @@ async fn http_and_tcp_transports_decide_log_and_refuse() {
     assert_eq!(st, 200, "hub still serves HTTP");
     answered += 1;
 
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    hub.stop().await;
 
     // ---- afterwards -------------------------------------------------------------------
     let store = Store::open(dir.path()).unwrap();
@@ -483,7 +455,8 @@ async fn http_and_tcp_transports_decide_log_and_refuse() {
 async fn replay_windows_resume_from_the_log_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let site = setup(dir.path());
-    let (_, tcp, stop, task) = start(dir.path()).await;
+    let mut hub = start(dir.path()).await;
+    let tcp = hub.tcp();
     let mut conn = TcpStream::connect(tcp).await.unwrap();
     conn.write_all(&request(&site.key_a, site.gate_a, 40, GRANTED))
         .await
@@ -493,10 +466,10 @@ async fn replay_windows_resume_from_the_log_after_a_restart() {
         Message::Decision(_)
     ));
     drop(conn);
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    hub.stop().await;
 
-    let (_, tcp, stop, task) = start(dir.path()).await;
+    let mut hub = start(dir.path()).await;
+    let tcp = hub.tcp();
     let mut conn = TcpStream::connect(tcp).await.unwrap();
     conn.write_all(&request(&site.key_a, site.gate_a, 40, GRANTED))
         .await
@@ -527,8 +500,7 @@ async fn replay_windows_resume_from_the_log_after_a_restart() {
         Message::Decision(Decision { seq: 41, .. })
     ));
     drop(conn);
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    hub.stop().await;
     assert_eq!(Store::open(dir.path()).unwrap().log_count().unwrap(), 2);
 }
 
@@ -555,7 +527,8 @@ fn offline_batch(key: &GateKey, gate: u32, seq: u32, gate_seqs: &[u32], reason: 
 async fn offline_uploads_are_stored_once_and_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let site = setup(dir.path());
-    let (_, tcp, stop, task) = start(dir.path()).await;
+    let mut hub = start(dir.path()).await;
+    let tcp = hub.tcp();
     let mut conn = TcpStream::connect(tcp).await.unwrap();
     let (k, g) = (&site.key_a, site.gate_a);
     // A batch, the same entries again after a "lost" ack (a new frame seq), then a batch
@@ -592,8 +565,7 @@ async fn offline_uploads_are_stored_once_and_acknowledged() {
         })
     );
     drop(conn);
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    hub.stop().await;
     let store = Store::open(dir.path()).unwrap();
     let rows = store.log_tail(100).unwrap();
     let mut offline: Vec<u64> = rows
@@ -715,7 +687,8 @@ fn adds(chunks: &[AllowListDelta]) -> Vec<EntryHash> {
 async fn tcp_gate_gets_its_full_allow_list_then_a_delta_after_card_disable() {
     let dir = tempfile::tempdir().unwrap();
     let site = setup(dir.path());
-    let (_, tcp, stop, task) = start(dir.path()).await;
+    let mut hub = start(dir.path()).await;
+    let tcp = hub.tcp();
     let mut gate = GateConn::connect(tcp, site.key_a).await;
     let (k, g) = (site.key_a, site.gate_a);
 
@@ -792,11 +765,11 @@ async fn tcp_gate_gets_its_full_allow_list_then_a_delta_after_card_disable() {
     assert_eq!(adds(&again), vec![gate_entry(dir.path(), g, OFF_HOURS)]);
 
     drop(gate);
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    hub.stop().await;
 
     // A restarted hub starts above every version it handed out: the gate gets a full list.
-    let (_, tcp, stop, task) = start(dir.path()).await;
+    let mut hub = start(dir.path()).await;
+    let tcp = hub.tcp();
     let mut gate = GateConn::connect(tcp, site.key_a).await;
     gate.send(&allow_list_request(&k, g, 500, d.to_version))
         .await;
@@ -805,15 +778,15 @@ async fn tcp_gate_gets_its_full_allow_list_then_a_delta_after_card_disable() {
     assert!(after[0].to_version > d.to_version);
     assert_eq!(adds(&after), vec![gate_entry(dir.path(), g, OFF_HOURS)]);
     drop(gate);
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn door_and_tamper_events_are_stored_once() {
     let dir = tempfile::tempdir().unwrap();
     let site = setup(dir.path());
-    let (_, tcp, stop, task) = start(dir.path()).await;
+    let mut hub = start(dir.path()).await;
+    let tcp = hub.tcp();
     let mut gate = GateConn::connect(tcp, site.key_a).await;
     let (k, g) = (site.key_a, site.gate_a);
     let door = |seq, kind| {
@@ -855,8 +828,7 @@ async fn door_and_tamper_events_are_stored_once() {
         Message::Decision(Decision { seq: 13, .. })
     ));
     drop(gate);
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    hub.stop().await;
 
     let store = Store::open(dir.path()).unwrap();
     let rows = store
@@ -874,7 +846,8 @@ async fn door_and_tamper_events_are_stored_once() {
 
     // After a restart the replay window resumes above the events' numbers too.
     drop(store);
-    let (_, tcp, stop, task) = start(dir.path()).await;
+    let mut hub = start(dir.path()).await;
+    let tcp = hub.tcp();
     let mut gate = GateConn::connect(tcp, site.key_a).await;
     gate.send(&door(12, DoorEventKind::Opened)).await;
     gate.send(&door(14, DoorEventKind::Opened)).await;
@@ -892,8 +865,7 @@ async fn door_and_tamper_events_are_stored_once() {
         Message::Decision(Decision { seq: 15, .. })
     ));
     drop(gate);
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    hub.stop().await;
 }
 
 /// `POST /api/v1/gate/frames` with a binary body; the status and the raw answer body.
@@ -934,7 +906,8 @@ fn frames_of(key: &GateKey, mut body: &[u8]) -> Vec<Message> {
 async fn http_frames_endpoint_carries_every_message() {
     let dir = tempfile::tempdir().unwrap();
     let site = setup(dir.path());
-    let (http, _, stop, task) = start(dir.path()).await;
+    let mut hub = start(dir.path()).await;
+    let http = hub.http;
     let (k, g) = (site.key_a, site.gate_a);
 
     // A heartbeat: 200, no reply frame.
@@ -1034,8 +1007,7 @@ async fn http_frames_endpoint_carries_every_message() {
     let (st, body) = post_frame(http, &request(&[1; 32], 4242, 1, GRANTED)).await;
     assert_eq!(st, 404, "{}", String::from_utf8_lossy(&body));
 
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    hub.stop().await;
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(
         store.log_count().unwrap(),

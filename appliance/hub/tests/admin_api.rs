@@ -6,234 +6,27 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use gatehouse_config::Config;
-use gatehouse_hub::admin::password::hash_password;
-use gatehouse_hub::admin::ManualClock;
-use gatehouse_hub::Hub;
-use gatehouse_store::admin::AdminRole;
 use gatehouse_store::schema::db_path;
 use gatehouse_store::Store;
 use serde_json::{json, Value};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
+use std::net::Ipv4Addr;
+use std::time::Duration;
 
-const ALICE_PW: &str = "alice's long passphrase";
-const OSCAR_PW: &str = "oscar watches the gates";
-const IVAN_PW: &str = "ivan installs the doors";
+mod support;
 
-struct Site {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    clock: ManualClock,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
+use support::{
+    call, login_reply, next_ip, raw, Auth, Session, Setup, Site, ADMINS, ALICE_PW, IVAN_PW,
+    OSCAR_PW,
+};
 
 impl Site {
+    /// A hub with one admin of each role, the admin API on a manual clock.
     async fn start() -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path()).unwrap();
-            let now = time::OffsetDateTime::now_utc();
-            for (name, role, pw) in [
-                ("alice", AdminRole::Admin, ALICE_PW),
-                ("oscar", AdminRole::Operator, OSCAR_PW),
-                ("ivan", AdminRole::Installer, IVAN_PW),
-            ] {
-                store
-                    .add_admin(name, role, &hash_password(pw).unwrap(), now)
-                    .unwrap();
-            }
-        }
-        let mut config = Config::default();
-        config.general.data_dir = dir.path().to_path_buf();
-        config.hub.http_listen = "127.0.0.1:0".parse().unwrap();
-        config.hub.https_listen = None;
-        config.hub.gate_tcp_listen = None;
-        config.hub.mqtt.mode = gatehouse_config::MqttMode::Off;
-        let mut hub = Hub::bind(&config).await.unwrap();
-        let clock = ManualClock::new(SystemTime::now());
-        hub.admin_mut().set_clock(Arc::new(clock.clone()));
-        let addr = hub.http_addr();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            hub.run(async move {
-                let _ = rx.await;
-            })
+        Setup::new()
+            .with_admins(&ADMINS)
+            .manual_clock()
+            .start()
             .await
-            .unwrap();
-        });
-        Site {
-            dir,
-            addr,
-            clock,
-            stop: Some(tx),
-            task: Some(task),
-        }
-    }
-
-    async fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.await.unwrap();
-        }
-    }
-
-    fn data(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-/// A fresh loopback source address per call (127.0.1.1, 127.0.1.2, ...).
-fn next_ip() -> Ipv4Addr {
-    static N: AtomicU32 = AtomicU32::new(0x7f00_0101);
-    Ipv4Addr::from(N.fetch_add(1, Ordering::Relaxed))
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    text: String,
-    json: Value,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn error(&self) -> &str {
-        self.json["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error in {self:?}"))
-    }
-}
-
-/// One HTTP/1.1 request on its own connection from `from`.
-async fn raw(
-    addr: SocketAddr,
-    from: Ipv4Addr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    body: &[u8],
-) -> Reply {
-    let sock = TcpSocket::new_v4().unwrap();
-    sock.bind(SocketAddr::from((from, 0))).unwrap();
-    let mut s = sock.connect(addr).await.unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: hub\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let _ = s.write_all(body).await;
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp).await;
-    let text = String::from_utf8_lossy(&resp).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    assert!(
-        !headers
-            .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")),
-        "chunked reply: {text}"
-    );
-    let json = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"))
-    };
-    Reply {
-        status,
-        headers,
-        text: body.to_owned(),
-        json,
-    }
-}
-
-/// How a request authenticates.
-#[derive(Clone, Copy)]
-enum Auth<'a> {
-    Bearer(&'a Session),
-    /// The cookie, and the CSRF header if `true`.
-    Cookie(&'a Session, bool),
-}
-
-#[derive(Debug, Clone)]
-struct Session {
-    token: String,
-    csrf: String,
-}
-
-async fn call(site: &Site, auth: Auth<'_>, method: &str, path: &str, body: Option<Value>) -> Reply {
-    let mut headers = Vec::new();
-    match auth {
-        Auth::Bearer(s) => headers.push(("Authorization", format!("Bearer {}", s.token))),
-        Auth::Cookie(s, csrf) => {
-            headers.push(("Cookie", format!("gh_session={}", s.token)));
-            if csrf {
-                headers.push(("X-CSRF-Token", s.csrf.clone()));
-            }
-        }
-    }
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    raw(
-        site.addr,
-        next_ip(),
-        method,
-        path,
-        &headers,
-        body.as_bytes(),
-    )
-    .await
-}
-
-async fn login_reply(site: &Site, from: Ipv4Addr, name: &str, password: &str) -> Reply {
-    let body = json!({ "name": name, "password": password }).to_string();
-    raw(
-        site.addr,
-        from,
-        "POST",
-        "/api/v1/auth/login",
-        &[],
-        body.as_bytes(),
-    )
-    .await
-}
-
-async fn login(site: &Site, name: &str, password: &str) -> Session {
-    let r = login_reply(site, next_ip(), name, password).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    Session {
-        token: r.json["token"].as_str().unwrap().to_owned(),
-        csrf: r.json["csrf"].as_str().unwrap().to_owned(),
     }
 }
 
@@ -287,7 +80,7 @@ async fn login_me_logout_and_refusals() {
 
     // Malformed bodies name the field.
     let r = raw(
-        site.addr,
+        site.addr(),
         next_ip(),
         "POST",
         "/api/v1/auth/login",
@@ -304,7 +97,7 @@ async fn login_me_logout_and_refusals() {
         vec![("Authorization", "Bearer nope".to_owned())],
         vec![("Authorization", format!("Bearer {}", "ab".repeat(32)))],
     ] {
-        let r = raw(site.addr, next_ip(), "GET", "/api/v1/people", &auth, b"").await;
+        let r = raw(site.addr(), next_ip(), "GET", "/api/v1/people", &auth, b"").await;
         assert_eq!(r.status, 401, "{r:?}");
         assert!(r.error().contains("log in again"), "{r:?}");
     }
@@ -334,7 +127,7 @@ async fn login_me_logout_and_refusals() {
     assert!(r.error().contains("log in again"), "{r:?}");
 
     // A disabled admin may not log in, and disabling ends its sessions.
-    let oscar = login(&site, "oscar", OSCAR_PW).await;
+    let oscar = site.login("oscar", OSCAR_PW).await;
     {
         let store = Store::open(site.data()).unwrap();
         let id = store.admin_by_name("oscar").unwrap().unwrap().id;
@@ -366,19 +159,19 @@ async fn five_failures_lock_the_account_for_fifteen_minutes() {
     assert_eq!(r.status, 423, "{r:?}");
     assert!(r.error().contains("try again in 15 minutes"), "{r:?}");
     // Other accounts are not affected.
-    login(&site, "oscar", OSCAR_PW).await;
-    site.clock.advance(Duration::from_secs(14 * 60));
+    site.login("oscar", OSCAR_PW).await;
+    site.clock().advance(Duration::from_secs(14 * 60));
     let r = login_reply(&site, next_ip(), "alice", ALICE_PW).await;
     assert_eq!(r.status, 423, "{r:?}");
     assert!(r.error().contains("1 minute"), "{r:?}");
-    site.clock.advance(Duration::from_secs(60));
-    login(&site, "alice", ALICE_PW).await;
+    site.clock().advance(Duration::from_secs(60));
+    site.login("alice", ALICE_PW).await;
     // The success reset the count: four more failures do not lock.
     for _ in 1..=4 {
         let r = login_reply(&site, next_ip(), "alice", "guess guess guess").await;
         assert_eq!(r.status, 401, "{r:?}");
     }
-    login(&site, "alice", ALICE_PW).await;
+    site.login("alice", ALICE_PW).await;
     site.stop().await;
 }
 
@@ -397,9 +190,9 @@ async fn one_address_gets_429_after_the_burst() {
     assert_eq!(r.header("retry-after"), Some("10"));
     assert!(r.error().contains("too many login attempts"), "{r:?}");
     // Another address is not throttled.
-    login(&site, "alice", ALICE_PW).await;
+    site.login("alice", ALICE_PW).await;
     // One refill later, one more attempt.
-    site.clock.advance(Duration::from_secs(10));
+    site.clock().advance(Duration::from_secs(10));
     let r = login_reply(&site, ip, "alice", ALICE_PW).await;
     assert_eq!(r.status, 200, "{r:?}");
     let r = login_reply(&site, ip, "alice", ALICE_PW).await;
@@ -410,7 +203,7 @@ async fn one_address_gets_429_after_the_burst() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookie_changes_need_the_csrf_header_bearer_ones_do_not() {
     let mut site = Site::start().await;
-    let alice = login(&site, "alice", ALICE_PW).await;
+    let alice = site.login("alice", ALICE_PW).await;
     let add = |name: &str| Some(json!({ "name": name }));
 
     let r = call(
@@ -474,12 +267,12 @@ async fn cookie_changes_need_the_csrf_header_bearer_ones_do_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_expire_when_idle_and_after_a_week() {
     let mut site = Site::start().await;
-    let idle = login(&site, "alice", ALICE_PW).await;
-    let busy = login(&site, "alice", ALICE_PW).await;
-    site.clock.advance(Duration::from_secs(11 * 3600));
+    let idle = site.login("alice", ALICE_PW).await;
+    let busy = site.login("alice", ALICE_PW).await;
+    site.clock().advance(Duration::from_secs(11 * 3600));
     let r = call(&site, Auth::Bearer(&busy), "GET", "/api/v1/auth/me", None).await;
     assert_eq!(r.status, 200, "{r:?}");
-    site.clock.advance(Duration::from_secs(3600));
+    site.clock().advance(Duration::from_secs(3600));
     // 12 h since its last use.
     let r = call(&site, Auth::Bearer(&idle), "GET", "/api/v1/auth/me", None).await;
     assert_eq!(r.status, 401, "{r:?}");
@@ -490,12 +283,12 @@ async fn sessions_expire_when_idle_and_after_a_week() {
     // Used every 11 h, a session still ends 7 days after login.
     let mut used = 12 * 3600;
     while used + 11 * 3600 < 7 * 86400 {
-        site.clock.advance(Duration::from_secs(11 * 3600));
+        site.clock().advance(Duration::from_secs(11 * 3600));
         used += 11 * 3600;
         let r = call(&site, Auth::Bearer(&busy), "GET", "/api/v1/auth/me", None).await;
         assert_eq!(r.status, 200, "at {used} s: {r:?}");
     }
-    site.clock.advance(Duration::from_secs(7 * 86400 - used));
+    site.clock().advance(Duration::from_secs(7 * 86400 - used));
     let r = call(&site, Auth::Bearer(&busy), "GET", "/api/v1/auth/me", None).await;
     assert_eq!(r.status, 401, "{r:?}");
     site.stop().await;
@@ -504,9 +297,9 @@ async fn sessions_expire_when_idle_and_after_a_week() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_limit_what_each_admin_may_do() {
     let mut site = Site::start().await;
-    let alice = login(&site, "alice", ALICE_PW).await;
-    let oscar = login(&site, "oscar", OSCAR_PW).await;
-    let ivan = login(&site, "ivan", IVAN_PW).await;
+    let alice = site.login("alice", ALICE_PW).await;
+    let oscar = site.login("oscar", OSCAR_PW).await;
+    let ivan = site.login("ivan", IVAN_PW).await;
 
     // Operator: watches (gates, zones, the log), acknowledges and opens doors; no people
     // pages, changes nothing.
@@ -632,14 +425,14 @@ async fn roles_limit_what_each_admin_may_do() {
     assert_eq!(r.status, 409, "{r:?}");
     let r = call(&site, Auth::Bearer(&alice), "GET", "/api/v1/admins", None).await;
     assert_eq!(r.json.as_array().unwrap().len(), 4, "{r:?}");
-    login(&site, "dora", "dora's long passphrase").await;
+    site.login("dora", "dora's long passphrase").await;
     site.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_names_the_field_unknown_ids_404_taken_names_409() {
     let mut site = Site::start().await;
-    let alice = login(&site, "alice", ALICE_PW).await;
+    let alice = site.login("alice", ALICE_PW).await;
     let a = Auth::Bearer(&alice);
     let r = call(&site, a, "POST", "/api/v1/people", Some(json!({}))).await;
     assert_eq!(r.status, 400, "{r:?}");
@@ -745,7 +538,7 @@ async fn bad_input_names_the_field_unknown_ids_404_taken_names_409() {
     // The body limit.
     let big = json!({ "name": "x".repeat(70 * 1024) }).to_string();
     let r = raw(
-        site.addr,
+        site.addr(),
         next_ip(),
         "POST",
         "/api/v1/people",
@@ -772,7 +565,7 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cards_enrolled_over_the_api_are_stored_hashed_and_their_decisions_logged() {
     let mut site = Site::start().await;
-    let alice = login(&site, "alice", ALICE_PW).await;
+    let alice = site.login("alice", ALICE_PW).await;
     let a = Auth::Bearer(&alice);
 
     let r = call(
@@ -791,7 +584,7 @@ async fn cards_enrolled_over_the_api_are_stored_hashed_and_their_decisions_logge
     assert_eq!(prov["gate_id"], json!(gate));
     assert_eq!(
         prov["http_url"],
-        json!(format!("http://{}/api/v1/access/check", site.addr))
+        json!(format!("http://{}/api/v1/access/check", site.addr()))
     );
     let secret = prov["secret"].as_str().unwrap().to_owned();
     assert_eq!(secret.len(), 64);
@@ -913,7 +706,7 @@ async fn cards_enrolled_over_the_api_are_stored_hashed_and_their_decisions_logge
     // The gate presents the card: granted and logged.
     let check = json!({ "gate_id": gate, "acc_id": hex(&CARD_HEX_BYTES) }).to_string();
     let r = raw(
-        site.addr,
+        site.addr(),
         next_ip(),
         "POST",
         "/api/v1/access/check",

@@ -8,199 +8,30 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use gatehouse_alerts::model::ReceiverConfig;
-use gatehouse_config::Config;
-use gatehouse_hub::admin::password::hash_password;
-use gatehouse_hub::admin::ManualClock;
-use gatehouse_hub::Hub;
-use gatehouse_store::admin::AdminRole;
 use gatehouse_store::events::EventFilter;
-use gatehouse_store::Store;
 use gatehouse_testpeers::{Faults, SmtpSink, WebhookReceiver};
 use serde_json::{json, Value};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
+use std::time::Duration;
 
-const ALICE_PW: &str = "alice's long passphrase";
-const OSCAR_PW: &str = "oscar watches the gates";
-const IVAN_PW: &str = "ivan installs the doors";
+mod support;
+
+use support::{
+    call, next_ip, raw, Auth, Reply, Session, Setup, Site, ADMINS, ALICE_PW, IVAN_PW, OSCAR_PW,
+};
 
 /// How long a test waits for the hub's delivery workers before it fails.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-struct Site {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
 impl Site {
+    /// A hub with one admin of each role, the admin API on a manual clock.
     async fn start() -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path()).unwrap();
-            let now = time::OffsetDateTime::now_utc();
-            for (name, role, pw) in [
-                ("alice", AdminRole::Admin, ALICE_PW),
-                ("oscar", AdminRole::Operator, OSCAR_PW),
-                ("ivan", AdminRole::Installer, IVAN_PW),
-            ] {
-                store
-                    .add_admin(name, role, &hash_password(pw).unwrap(), now)
-                    .unwrap();
-            }
-        }
-        let mut config = Config::default();
-        config.general.data_dir = dir.path().to_path_buf();
-        config.hub.http_listen = "127.0.0.1:0".parse().unwrap();
-        config.hub.https_listen = None;
-        config.hub.gate_tcp_listen = None;
-        config.hub.mqtt.mode = gatehouse_config::MqttMode::Off;
-        config.hub.alerts.request_timeout_ms = 5_000;
-        let mut hub = Hub::bind(&config).await.unwrap();
-        hub.admin_mut()
-            .set_clock(Arc::new(ManualClock::new(SystemTime::now())));
-        let addr = hub.http_addr();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            hub.run(async move {
-                let _ = rx.await;
-            })
+        Setup::new()
+            .with_admins(&ADMINS)
+            .with_config(|c| c.hub.alerts.request_timeout_ms = 5_000)
+            .manual_clock()
+            .start()
             .await
-            .unwrap();
-        });
-        Site {
-            dir,
-            addr,
-            stop: Some(tx),
-            task: Some(task),
-        }
     }
-
-    async fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.await.unwrap();
-        }
-    }
-
-    fn data(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn store(&self) -> Store {
-        Store::open(self.data()).unwrap()
-    }
-}
-
-/// A fresh loopback source address per call, so the login throttle never trips.
-fn next_ip() -> Ipv4Addr {
-    static N: AtomicU32 = AtomicU32::new(0x7f00_0201);
-    Ipv4Addr::from(N.fetch_add(1, Ordering::Relaxed))
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    text: String,
-    json: Value,
-}
-
-impl Reply {
-    fn error(&self) -> &str {
-        self.json["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error in {self:?}"))
-    }
-
-    /// Asserts the status and that the error contains every one of `want`.
-    fn refused(&self, status: u16, want: &[&str]) {
-        assert_eq!(self.status, status, "{self:?}");
-        for w in want {
-            assert!(self.error().contains(w), "wanted {w:?} in {self:?}");
-        }
-    }
-}
-
-/// One HTTP/1.1 request on its own connection.
-async fn raw(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    body: &[u8],
-) -> Reply {
-    let sock = TcpSocket::new_v4().unwrap();
-    sock.bind(SocketAddr::from((next_ip(), 0))).unwrap();
-    let mut s = sock.connect(addr).await.unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: hub\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let _ = s.write_all(body).await;
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp).await;
-    let text = String::from_utf8_lossy(&resp).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .lines()
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let json = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"))
-    };
-    Reply {
-        status,
-        text: body.to_owned(),
-        json,
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Session {
-    token: String,
-    csrf: String,
-}
-
-#[derive(Clone, Copy)]
-enum Auth<'a> {
-    Bearer(&'a Session),
-    /// The cookie, and the CSRF header if `true`.
-    Cookie(&'a Session, bool),
-}
-
-async fn call(site: &Site, auth: Auth<'_>, method: &str, path: &str, body: Option<Value>) -> Reply {
-    let mut headers = Vec::new();
-    match auth {
-        Auth::Bearer(s) => headers.push(("Authorization", format!("Bearer {}", s.token))),
-        Auth::Cookie(s, csrf) => {
-            headers.push(("Cookie", format!("gh_session={}", s.token)));
-            if csrf {
-                headers.push(("X-CSRF-Token", s.csrf.clone()));
-            }
-        }
-    }
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    raw(site.addr, method, path, &headers, body.as_bytes()).await
 }
 
 async fn get(site: &Site, who: &Session, path: &str) -> Reply {
@@ -219,27 +50,11 @@ async fn delete(site: &Site, who: &Session, path: &str) -> Reply {
     call(site, Auth::Bearer(who), "DELETE", path, None).await
 }
 
-async fn login(site: &Site, name: &str, password: &str) -> Session {
-    let body = json!({ "name": name, "password": password }).to_string();
-    let r = raw(
-        site.addr,
-        "POST",
-        "/api/v1/auth/login",
-        &[],
-        body.as_bytes(),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{r:?}");
-    Session {
-        token: r.json["token"].as_str().unwrap().to_owned(),
-        csrf: r.json["csrf"].as_str().unwrap().to_owned(),
-    }
-}
-
 /// Sends one event to the webhook with a source's key.
 async fn send_event(site: &Site, key: &str, event: Value) -> Reply {
     raw(
-        site.addr,
+        site.addr(),
+        next_ip(),
         "POST",
         "/api/v1/events",
         &[("Authorization", format!("Bearer {key}"))],
@@ -274,8 +89,8 @@ async fn eventually(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sources_hand_out_their_key_once_and_installers_manage_them() {
     let mut site = Site::start().await;
-    let ivan = login(&site, "ivan", IVAN_PW).await;
-    let oscar = login(&site, "oscar", OSCAR_PW).await;
+    let ivan = site.login("ivan", IVAN_PW).await;
+    let oscar = site.login("oscar", OSCAR_PW).await;
 
     // The installer adds an NVR; the answer has its key and how to use it.
     let r = post(
@@ -292,7 +107,7 @@ async fn sources_hand_out_their_key_once_and_installers_manage_them() {
     assert_eq!(r.json["kind"], "nvr");
     assert_eq!(
         r.json["webhook"]["url"],
-        format!("http://{}/api/v1/events", site.addr)
+        format!("http://{}/api/v1/events", site.addr())
     );
     assert_eq!(
         r.json["webhook"]["header"],
@@ -475,8 +290,8 @@ async fn sources_hand_out_their_key_once_and_installers_manage_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receivers_never_show_their_secrets_and_patches_keep_them() {
     let mut site = Site::start().await;
-    let alice = login(&site, "alice", ALICE_PW).await;
-    let oscar = login(&site, "oscar", OSCAR_PW).await;
+    let alice = site.login("alice", ALICE_PW).await;
+    let oscar = site.login("oscar", OSCAR_PW).await;
 
     let r = post(
         &site,
@@ -698,8 +513,8 @@ async fn receivers_never_show_their_secrets_and_patches_keep_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_tests_reach_a_webhook_and_an_smtp_sink_and_report_failures() {
     let mut site = Site::start().await;
-    let alice = login(&site, "alice", ALICE_PW).await;
-    let oscar = login(&site, "oscar", OSCAR_PW).await;
+    let alice = site.login("alice", ALICE_PW).await;
+    let oscar = site.login("oscar", OSCAR_PW).await;
     let hook = WebhookReceiver::start(Faults::default()).await.unwrap();
     let sink = SmtpSink::start().await.unwrap();
     let failing = WebhookReceiver::start(Faults {
@@ -833,8 +648,8 @@ async fn receiver_tests_reach_a_webhook_and_an_smtp_sink_and_report_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_are_read_by_operators_changed_by_admins_and_checked_field_by_field() {
     let mut site = Site::start().await;
-    let alice = login(&site, "alice", ALICE_PW).await;
-    let oscar = login(&site, "oscar", OSCAR_PW).await;
+    let alice = site.login("alice", ALICE_PW).await;
+    let oscar = site.login("oscar", OSCAR_PW).await;
     let r = post(
         &site,
         &alice,
@@ -1003,8 +818,8 @@ async fn rules_are_read_by_operators_changed_by_admins_and_checked_field_by_fiel
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silences_are_authored_by_the_caller_listed_and_expired() {
     let mut site = Site::start().await;
-    let alice = login(&site, "alice", ALICE_PW).await;
-    let oscar = login(&site, "oscar", OSCAR_PW).await;
+    let alice = site.login("alice", ALICE_PW).await;
+    let oscar = site.login("oscar", OSCAR_PW).await;
 
     let r = post(
         &site,
@@ -1118,9 +933,9 @@ async fn silences_are_authored_by_the_caller_listed_and_expired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_list_filter_and_acknowledge_events_and_read_their_deliveries() {
     let mut site = Site::start().await;
-    let alice = login(&site, "alice", ALICE_PW).await;
-    let oscar = login(&site, "oscar", OSCAR_PW).await;
-    let ivan = login(&site, "ivan", IVAN_PW).await;
+    let alice = site.login("alice", ALICE_PW).await;
+    let oscar = site.login("oscar", OSCAR_PW).await;
+    let ivan = site.login("ivan", IVAN_PW).await;
     let hook = WebhookReceiver::start(Faults::default()).await.unwrap();
 
     let r = post(&site, &ivan, "/api/v1/sources", json!({"name": "nvr-yard"})).await;

@@ -8,30 +8,29 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use gatehouse_config::Config;
 use gatehouse_hub::tls::{cert_paths, sha256_fingerprint, PlainHttp};
-use gatehouse_hub::Hub;
 use gatehouse_store::admin::EnrolToken;
 use gatehouse_store::Store;
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::net::{IpAddr, SocketAddr};
 use tokio::io::AsyncWriteExt;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 
+mod support;
+
+use support::{next_ip, Setup};
+
 const PASSWORD: &str = "a long enough passphrase";
 
+/// A site serving the console over HTTPS, and the certificate it made.
 struct Site {
-    dir: tempfile::TempDir,
-    http: SocketAddr,
+    base: support::Site,
     https: SocketAddr,
     cert_pem: String,
     fingerprint: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Site {
@@ -41,48 +40,30 @@ impl Site {
     }
 
     async fn start_in(dir: tempfile::TempDir, lan: bool) -> Site {
-        let mut config = Config::default();
-        config.general.data_dir = dir.path().to_path_buf();
-        config.hub.http_listen = "127.0.0.1:0".parse().unwrap();
-        config.hub.https_listen = Some("127.0.0.1:0".parse().unwrap());
-        config.hub.gate_tcp_listen = None;
-        config.hub.mqtt.mode = gatehouse_config::MqttMode::Off;
-        let mut hub = Hub::bind(&config).await.unwrap();
-        assert_eq!(hub.plain_http(), &PlainHttp::Everything);
-        if lan {
-            hub.set_plain_http(PlainHttp::gates_only(hub.https_addr()));
-        }
-        let http = hub.http_addr();
-        let https = hub.https_addr().unwrap();
-        let cert = hub.console_cert().unwrap();
-        let (cert_pem, fingerprint) = (cert.cert_pem().to_owned(), cert.fingerprint().to_owned());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            hub.run(async move {
-                let _ = rx.await;
+        let mut cert = None;
+        let base = Setup::in_dir(dir)
+            .with_config(|c| c.hub.https_listen = Some(support::loopback()))
+            .start_with(|hub| {
+                assert_eq!(hub.plain_http(), &PlainHttp::Everything);
+                if lan {
+                    hub.set_plain_http(PlainHttp::gates_only(hub.https_addr()));
+                }
+                let c = hub.console_cert().unwrap();
+                cert = Some((c.cert_pem().to_owned(), c.fingerprint().to_owned()));
             })
-            .await
-            .unwrap();
-        });
+            .await;
+        let (cert_pem, fingerprint) = cert.unwrap();
         Site {
-            dir,
-            http,
-            https,
+            https: base.hub.https.unwrap(),
+            base,
             cert_pem,
             fingerprint,
-            stop: Some(tx),
-            task: Some(task),
         }
     }
 
     /// Stops the hub and waits for it to finish (graceful shutdown over both listeners).
     async fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.await.unwrap();
-        }
+        self.base.stop().await;
     }
 
     /// A client trusting only the hub's certificate, from its own loopback address, that
@@ -104,25 +85,15 @@ impl Site {
     }
 
     fn http_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
+        self.base.url(path)
     }
 
     fn new_token(&self) -> EnrolToken {
         let t = EnrolToken::generate().unwrap();
         let now = time::OffsetDateTime::now_utc();
-        assert!(Store::open(self.dir.path())
-            .unwrap()
-            .replace_enrol_token(&t, now)
-            .unwrap());
+        assert!(self.base.store().replace_enrol_token(&t, now).unwrap());
         t
     }
-}
-
-/// A fresh loopback source address per call (127.0.3.1, 127.0.3.2, ...): the login
-/// throttle counts per address.
-fn next_ip() -> Ipv4Addr {
-    static N: AtomicU32 = AtomicU32::new(0x7f00_0301);
-    Ipv4Addr::from(N.fetch_add(1, Ordering::Relaxed))
 }
 
 async fn json_of(r: reqwest::Response) -> (StatusCode, Vec<String>, Value) {
@@ -140,7 +111,7 @@ async fn json_of(r: reqwest::Response) -> (StatusCode, Vec<String>, Value) {
 #[tokio::test]
 async fn https_serves_the_certificate_on_file() {
     let mut site = Site::start(false).await;
-    let (crt, key) = cert_paths(site.dir.path());
+    let (crt, key) = cert_paths(site.base.dir.path());
     let der = CertificateDer::from_pem_file(&crt).unwrap();
     assert_eq!(sha256_fingerprint(&der), site.fingerprint);
     assert_eq!(std::fs::read_to_string(&crt).unwrap(), site.cert_pem);
@@ -181,7 +152,7 @@ async fn https_serves_the_certificate_on_file() {
     site.stop().await;
 
     // A restart keeps the certificate.
-    let mut again = Site::start_in(site.dir, false).await;
+    let mut again = Site::start_in(site.base.dir, false).await;
     assert_eq!(again.fingerprint, site.fingerprint);
     assert_eq!(again.cert_pem, site.cert_pem);
     again.stop().await;
@@ -258,7 +229,7 @@ async fn first_admin_enrols_over_https_once() {
         .unwrap();
     assert_eq!(json_of(r).await.2, json!({ "needed": false }));
     assert_eq!(
-        Store::open(site.dir.path())
+        Store::open(site.base.dir.path())
             .unwrap()
             .list_admins()
             .unwrap()
@@ -401,7 +372,10 @@ async fn plain_http_on_the_lan_serves_only_gates_webhook_and_health() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(!body["error"].as_str().unwrap().contains("HTTPS"), "{body}");
     // And no admin was made by any of the refused requests.
-    assert!(!Store::open(site.dir.path()).unwrap().has_admin().unwrap());
+    assert!(!Store::open(site.base.dir.path())
+        .unwrap()
+        .has_admin()
+        .unwrap());
     site.stop().await;
 }
 

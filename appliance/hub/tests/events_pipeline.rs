@@ -12,82 +12,50 @@ use gatehouse_alerts::model::{
     DeliveryStatus, EventId, Lifecycle, Matcher, NotificationKind, ReceiverConfig, ReceiverId,
     Severity, SmtpSecurity, SourceKind, WebhookFormat,
 };
-use gatehouse_config::Config;
-use gatehouse_hub::admin::password::hash_password;
-use gatehouse_hub::Hub;
-use gatehouse_store::admin::AdminRole;
 use gatehouse_store::events::{EventFilter, NewRule, NewSilence};
-use gatehouse_store::Store;
 use gatehouse_testpeers::{Faults, RecordedRequest, SmtpSink, SseClient, WebhookReceiver};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod support;
+
+use support::{Reply, Setup, Site, ALICE, ALICE_PW};
+
 /// The longest any wait here waits.
 const WAIT: Duration = Duration::from_secs(30);
-const ALICE_PW: &str = "alice's long passphrase";
-
-struct Site {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    http: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
 
 /// A site's data directory before its hub starts: an admin, and whatever the test adds.
-struct Setup {
-    dir: tempfile::TempDir,
-    store: Store,
-    config: Config,
+fn fresh_setup() -> Setup {
+    Setup::new().with_admins(&[ALICE]).with_config(|c| {
+        c.hub.alerts.request_timeout_ms = 5_000;
+        // The hub's own "disk nearly full" alarm would reach the console feed on a full
+        // build machine; 100% is never exceeded.
+        c.hub.alerts.disk_full_percent = 100;
+    })
 }
 
 impl Setup {
-    fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store
-            .add_admin(
-                "alice",
-                AdminRole::Admin,
-                &hash_password(ALICE_PW).unwrap(),
-                OffsetDateTime::now_utc(),
-            )
-            .unwrap();
-        let mut config = Config::default();
-        config.general.data_dir = dir.path().to_path_buf();
-        config.hub.http_listen = "127.0.0.1:0".parse().unwrap();
-        config.hub.https_listen = None;
-        config.hub.gate_tcp_listen = None;
-        config.hub.mqtt.mode = gatehouse_config::MqttMode::Off;
-        config.hub.alerts.request_timeout_ms = 5_000;
-        // The hub's own "disk nearly full" alarm would reach the console feed on a full
-        // build machine; 100% is never exceeded.
-        config.hub.alerts.disk_full_percent = 100;
-        Setup { dir, store, config }
-    }
-
     /// A source of kind nvr; returns its id and key.
     fn source(&self, name: &str) -> (i64, String) {
         let (s, key) = self
-            .store
+            .store()
             .add_event_source(name, SourceKind::Nvr, None, None, OffsetDateTime::now_utc())
             .unwrap();
         (s.id, key.expose().to_owned())
     }
 
     fn webhook(&self, name: &str, url: String, format: WebhookFormat) -> ReceiverId {
-        self.store
+        self.store()
             .add_receiver(name, &ReceiverConfig::Webhook { url, format })
             .unwrap()
     }
 
     fn console(&self) -> ReceiverId {
-        self.store.console_receiver_id().unwrap().unwrap()
+        self.store().console_receiver_id().unwrap().unwrap()
     }
 
     fn rule(
@@ -98,7 +66,7 @@ impl Setup {
         group_window_s: u64,
         repeat_every_s: Option<u64>,
     ) {
-        self.store
+        self.store()
             .add_rule(&NewRule {
                 name: name.into(),
                 matcher,
@@ -108,26 +76,6 @@ impl Setup {
                 repeat_every: repeat_every_s.map(Duration::from_secs),
             })
             .unwrap();
-    }
-
-    async fn start(self) -> Site {
-        let hub = Hub::bind(&self.config).await.unwrap();
-        let addr = hub.http_addr();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            hub.run(async move {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-        Site {
-            dir: self.dir,
-            addr,
-            http: reqwest::Client::new(),
-            stop: Some(tx),
-            task: Some(task),
-        }
     }
 }
 
@@ -156,20 +104,7 @@ fn at_least(severity: Severity) -> Matcher {
     }
 }
 
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    json: Value,
-}
-
 impl Reply {
-    fn error(&self) -> &str {
-        self.json["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error in {self:?}"))
-    }
-
     fn id(&self) -> EventId {
         self.json["id"]
             .as_str()
@@ -180,21 +115,9 @@ impl Reply {
 }
 
 impl Site {
-    fn data(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn store(&self) -> Store {
-        Store::open(self.data()).unwrap()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
     async fn post_raw(&self, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> Reply {
         let mut req = self
-            .http
+            .client
             .post(self.url("/api/v1/events"))
             .header("Content-Type", "application/json")
             .body(body);
@@ -209,6 +132,7 @@ impl Site {
         Reply {
             status,
             headers,
+            text,
             json,
         }
     }
@@ -229,19 +153,6 @@ impl Site {
         r.id()
     }
 
-    async fn login(&self) -> String {
-        let r = self
-            .http
-            .post(self.url("/api/v1/auth/login"))
-            .json(&json!({"name": "alice", "password": ALICE_PW}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let v: Value = r.json().await.unwrap();
-        v["token"].as_str().unwrap().to_owned()
-    }
-
     async fn feed(&self, token: &str, extra: &[(&str, &str)], query: &str) -> SseClient {
         let auth = format!("Bearer {token}");
         let mut headers = vec![("Authorization", auth.as_str())];
@@ -255,7 +166,7 @@ impl Site {
     }
 
     async fn metrics(&self) -> String {
-        let r = self.http.get(self.url("/metrics")).send().await.unwrap();
+        let r = self.client.get(self.url("/metrics")).send().await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(
             r.headers()["content-type"],
@@ -292,15 +203,6 @@ impl Site {
             store.reconcile().unwrap().pending == 0
         })
         .await;
-    }
-
-    async fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.await.unwrap();
-        }
     }
 }
 
@@ -352,12 +254,12 @@ async fn webhook_events_reach_webhooks_email_and_the_live_feed() {
     let slack = WebhookReceiver::start(Faults::default()).await.unwrap();
     let plain = WebhookReceiver::start(Faults::default()).await.unwrap();
     let smtp = SmtpSink::start().await.unwrap();
-    let setup = Setup::new();
+    let setup = fresh_setup();
     let (_, key) = setup.source(NVR);
     let slack_id = setup.webhook("slack", slack.url(), WebhookFormat::Slack);
     let plain_id = setup.webhook("plain", plain.url(), WebhookFormat::Json);
     let mail = setup
-        .store
+        .store()
         .add_receiver(
             "mail",
             &ReceiverConfig::Email {
@@ -380,7 +282,7 @@ async fn webhook_events_reach_webhooks_email_and_the_live_feed() {
         None,
     );
     let mut site = setup.start().await;
-    let token = site.login().await;
+    let token = site.login("alice", ALICE_PW).await.token;
     let mut feed = site.feed(&token, &[], "").await;
 
     // A new event: 201, then one notification at each receiver, keyed by the event id.
@@ -506,10 +408,10 @@ async fn webhook_events_reach_webhooks_email_and_the_live_feed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_live_feed_resumes_with_exactly_what_was_missed() {
-    let setup = Setup::new();
+    let setup = fresh_setup();
     let (_, key) = setup.source(NVR);
     let mut site = setup.start().await;
-    let token = site.login().await;
+    let token = site.login("alice", ALICE_PW).await.token;
     let warning =
         |n: usize| json!({"kind": "motion", "severity": "warning", "id": format!("m-{n}")});
 
@@ -564,14 +466,14 @@ async fn the_live_feed_resumes_with_exactly_what_was_missed() {
 
     // Without a session: 401, and a bad resume point: 400.
     let r = site
-        .http
+        .client
         .get(site.url("/api/v1/events/stream"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
     let r = site
-        .http
+        .client
         .get(site.url("/api/v1/events/stream"))
         .bearer_auth(&token)
         .header("Last-Event-ID", "yesterday")
@@ -594,7 +496,7 @@ async fn failed_deliveries_are_retried_until_each_key_is_delivered_once() {
     })
     .await
     .unwrap();
-    let mut setup = Setup::new();
+    let mut setup = fresh_setup();
     setup.config.hub.alerts.retry_base_ms = 10;
     setup.config.hub.alerts.retry_max_ms = 100;
     setup.config.hub.alerts.max_attempts = 100;
@@ -649,7 +551,7 @@ async fn a_receiver_that_always_fails_goes_dead_and_raises_an_event() {
     })
     .await
     .unwrap();
-    let mut setup = Setup::new();
+    let mut setup = fresh_setup();
     setup.config.hub.alerts.retry_base_ms = 5;
     setup.config.hub.alerts.retry_max_ms = 20;
     setup.config.hub.alerts.max_attempts = 3;
@@ -746,7 +648,7 @@ async fn a_receiver_that_always_fails_goes_dead_and_raises_an_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn critical_events_repeat_until_acknowledged() {
     let hook = WebhookReceiver::start(Faults::default()).await.unwrap();
-    let setup = Setup::new();
+    let setup = fresh_setup();
     let (_, key) = setup.source(NVR);
     let hook_id = setup.webhook("pager", hook.url(), WebhookFormat::Json);
     setup.rule(
@@ -809,7 +711,7 @@ async fn critical_events_repeat_until_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grouping_and_silences_hold_notifications_back() {
     let hook = WebhookReceiver::start(Faults::default()).await.unwrap();
-    let setup = Setup::new();
+    let setup = fresh_setup();
     let (_, key) = setup.source(NVR);
     let hook_id = setup.webhook("ops", hook.url(), WebhookFormat::Json);
     setup.rule(
@@ -822,7 +724,7 @@ async fn grouping_and_silences_hold_notifications_back() {
     setup.rule("tamper", kinds(&["tamper"]), vec![hook_id], 0, None);
     let now = OffsetDateTime::now_utc();
     setup
-        .store
+        .store()
         .add_silence(
             &NewSilence {
                 matcher: Matcher {
@@ -876,7 +778,7 @@ async fn grouping_and_silences_hold_notifications_back() {
 async fn receivers_added_or_changed_while_running_are_picked_up() {
     let first = WebhookReceiver::start(Faults::default()).await.unwrap();
     let second = WebhookReceiver::start(Faults::default()).await.unwrap();
-    let setup = Setup::new();
+    let setup = fresh_setup();
     let (_, key) = setup.source(NVR);
     let mut site = setup.start().await;
 
@@ -994,7 +896,7 @@ async fn post_chunked(addr: SocketAddr, key: &str, chunks: usize) -> (u16, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_gets_a_clear_error_and_is_counted() {
-    let setup = Setup::new();
+    let setup = fresh_setup();
     let (source_id, key) = setup.source(NVR);
     let mut site = setup.start().await;
     let bearer = format!("Bearer {key}");
@@ -1056,7 +958,7 @@ async fn bad_input_gets_a_clear_error_and_is_counted() {
     let r = site.post(&key, big).await;
     assert_eq!(r.status, 413, "{r:?}");
     assert!(r.error().contains("16384"), "{}", r.error());
-    let (status, text) = post_chunked(site.addr, &key, 8).await;
+    let (status, text) = post_chunked(site.addr(), &key, 8).await;
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("16384"), "{text}");
 

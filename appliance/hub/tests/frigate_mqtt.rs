@@ -31,10 +31,9 @@ use gatehouse_alerts::model::{Lifecycle, NotificationKind, Severity, SourceKind}
 use gatehouse_broker::{
     Account, BrokerConfig, BrokerFiles, Mosquitto, NvrAccount, Persistence, Provisioning, Topics,
 };
-use gatehouse_config::{Config, MqttMode};
+use gatehouse_config::MqttMode;
 use gatehouse_hub::events::frigate::FrigateCounters;
 use gatehouse_hub::mqtt::nvr_mqtt_credentials;
-use gatehouse_hub::Hub;
 use gatehouse_store::events::EventFilter;
 use gatehouse_store::{SiteKey, Store};
 use rumqttc::{Client, ConnectReturnCode, Event, MqttOptions, Packet, Publish, QoS};
@@ -45,6 +44,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
+
+mod support;
+
+use support::Running;
 
 /// Upper bound of every wait for something that should happen.
 const WAIT: Duration = Duration::from_secs(20);
@@ -288,56 +291,35 @@ fn wait_subscribed(nvr: &mut TestClient, store: &Store, source: &str, prefix: &s
 /// A hub in this process (embedded mode), served on its own runtime until dropped.
 struct EmbeddedHub {
     runtime: tokio::runtime::Runtime,
+    hub: Running,
     mqtt_port: u16,
     frigate: Arc<FrigateCounters>,
     access: gatehouse_hub::access::AccessService,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl EmbeddedHub {
     fn start(dir: &Path) -> EmbeddedHub {
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let mut config = Config::default();
-        config.general.data_dir = dir.to_path_buf();
-        config.hub.http_listen = "127.0.0.1:0".parse().unwrap();
-        config.hub.https_listen = None;
-        config.hub.gate_tcp_listen = None;
+        let mut config = support::config(dir);
         config.hub.mqtt.mode = MqttMode::Embedded;
-        config.hub.mqtt.listen = "127.0.0.1:0".parse().unwrap();
-        let hub = runtime.block_on(Hub::bind(&config)).unwrap();
-        let mqtt_port = hub.mqtt_addr().unwrap().port();
-        let frigate = hub.frigate_counters().unwrap();
-        let access = hub.access().clone();
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = runtime.spawn(async move {
-            hub.run(async move {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
+        config.hub.mqtt.listen = support::loopback();
+        let mut frigate = None;
+        let hub = runtime.block_on(Running::start(&config, |hub| {
+            frigate = hub.frigate_counters();
+        }));
         EmbeddedHub {
+            mqtt_port: hub.mqtt().port(),
+            frigate: frigate.unwrap(),
+            access: hub.access.clone(),
+            hub,
             runtime,
-            mqtt_port,
-            frigate,
-            access,
-            stop: Some(stop),
-            task: Some(task),
         }
     }
 }
 
 impl Drop for EmbeddedHub {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = self
-                .runtime
-                .block_on(async { tokio::time::timeout(WAIT, task).await });
-        }
+        let _ = self.runtime.block_on(self.hub.try_stop());
     }
 }
 

@@ -5,7 +5,7 @@
 //! with a generous upper bound; nothing sleeps to assert.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use gatehouse_access::model::{Direction, HolidayRule, Schedule, Validity, Window};
+use gatehouse_access::model::{HolidayRule, Schedule, Validity, Window};
 use gatehouse_alerts::model::{Event, Lifecycle, NotificationKind, Severity, SourceKind};
 use gatehouse_config::Config;
 use gatehouse_gate_proto::{
@@ -17,17 +17,20 @@ use gatehouse_hub::events::monitor::{
     ACCESS_REPEATED_DENIES, GATE_OFFLINE, RUNNING_MARKER, SYSTEM_RESTARTED_AFTER_CRASH,
     SYSTEM_STARTED, TUNNEL_KEY_FILE,
 };
-use gatehouse_hub::events::{EventService, Ingress};
+use gatehouse_hub::events::Ingress;
 use gatehouse_hub::gate_frames::{DOOR_FORCED, DOOR_HELD_OPEN, GATE_TAMPER};
-use gatehouse_hub::Hub;
 use gatehouse_store::events::EventFilter;
 use gatehouse_store::gate_events::GateEventFilter;
-use gatehouse_store::{NewCard, NewGate, SiteKey, Store};
+use gatehouse_store::{NewCard, SiteKey, Store};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod support;
+
+use support::Running;
 
 /// Upper bound of every wait.
 const WAIT: Duration = Duration::from_secs(30);
@@ -46,17 +49,8 @@ fn setup(dir: &Path) -> Site {
     let key = SiteKey::load_or_create(dir).unwrap();
     let zone = store.add_zone("lobby", false).unwrap();
     let gate = |name: &str| {
-        let c = store
-            .add_gate(&NewGate {
-                name: name.into(),
-                zone,
-                direction: Direction::In,
-                relay_ms: 1500,
-                allowed_ips: None,
-                mqtt_username: None,
-            })
-            .unwrap();
-        (u32::try_from(c.id).unwrap(), *c.secret.expose())
+        let g = support::add_gate(&store, zone, name, None);
+        (g.id, g.key)
     };
     let (front, front_key) = gate("front");
     let (back, back_key) = gate("back");
@@ -94,48 +88,12 @@ fn setup(dir: &Path) -> Site {
     }
 }
 
-/// A hub serving on loopback until [`Running::stop`].
-struct Running {
-    http: SocketAddr,
-    tcp: SocketAddr,
-    events: EventService,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.send(()).unwrap();
-        self.task.await.unwrap();
-    }
-}
-
+/// A hub on `dir` with the gates' TCP transport on, serving until [`Running::stop`].
 async fn start(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Running {
-    let mut config = Config::default();
-    config.general.data_dir = dir.to_path_buf();
-    config.hub.http_listen = "127.0.0.1:0".parse().unwrap();
-    config.hub.https_listen = None;
-    config.hub.gate_tcp_listen = Some("127.0.0.1:0".parse().unwrap());
-    config.hub.mqtt.mode = gatehouse_config::MqttMode::Off;
+    let mut config = support::config(dir);
+    config.hub.gate_tcp_listen = Some(support::loopback());
     tweak(&mut config);
-    let hub = Hub::bind(&config).await.unwrap();
-    let (http, tcp) = (hub.http_addr(), hub.gate_tcp_addr().unwrap());
-    let events = hub.events().clone();
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        hub.run(async move {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    Running {
-        http,
-        tcp,
-        events,
-        stop,
-        task,
-    }
+    Running::start(&config, |_| {}).await
 }
 
 fn frame(key: &GateKey, gate: u32, message: Message) -> Vec<u8> {
@@ -316,9 +274,9 @@ fn kinds_of(dir: &Path, gate: u32) -> Vec<(u64, String)> {
 async fn door_and_tamper_alarms_become_events_once_with_their_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let site = setup(dir.path());
-    let hub = start(dir.path(), |_| {}).await;
+    let mut hub = start(dir.path(), |_| {}).await;
     let (k, g) = (site.front_key, site.front);
-    let mut gate = GateConn::connect(hub.tcp, g, k).await;
+    let mut gate = GateConn::connect(hub.tcp(), g, k).await;
     gate.send(&door(&k, g, 10, DoorEventKind::Forced)).await;
     gate.send(&door(&k, g, 11, DoorEventKind::HeldOpen)).await;
     gate.send(&door(&k, g, 12, DoorEventKind::Opened)).await;
@@ -431,14 +389,14 @@ async fn door_and_tamper_alarms_become_events_once_with_their_lifecycle() {
     hub.stop().await;
 
     // A tamper episode open across a restart is still ended by its tamper_off.
-    let hub = start(dir.path(), |_| {}).await;
-    let mut gate = GateConn::connect(hub.tcp, g, k).await;
+    let mut hub = start(dir.path(), |_| {}).await;
+    let mut gate = GateConn::connect(hub.tcp(), g, k).await;
     gate.send(&tamper(&k, g, 20, true)).await;
     assert_eq!(gate.decide(21, GRANTED).await, Reason::Granted);
     drop(gate);
     hub.stop().await;
-    let hub = start(dir.path(), |_| {}).await;
-    let mut gate = GateConn::connect(hub.tcp, g, k).await;
+    let mut hub = start(dir.path(), |_| {}).await;
+    let mut gate = GateConn::connect(hub.tcp(), g, k).await;
     gate.send(&tamper(&k, g, 22, false)).await;
     assert_eq!(gate.decide(23, GRANTED).await, Reason::Granted);
     let tampered = events_of(dir.path(), GATE_TAMPER, front);
@@ -456,9 +414,9 @@ async fn door_and_tamper_alarms_become_events_once_with_their_lifecycle() {
 async fn repeated_denies_raise_one_event_per_window() {
     let dir = tempfile::tempdir().unwrap();
     let site = setup(dir.path());
-    let hub = start(dir.path(), |_| {}).await;
+    let mut hub = start(dir.path(), |_| {}).await;
     let (k, g) = (site.front_key, site.front);
-    let mut gate = GateConn::connect(hub.tcp, g, k).await;
+    let mut gate = GateConn::connect(hub.tcp(), g, k).await;
     // Four denies and a grant: not yet.
     for seq in 1..=4 {
         assert_eq!(gate.decide(seq, UNKNOWN).await, Reason::UnknownCard);
@@ -490,7 +448,7 @@ async fn repeated_denies_raise_one_event_per_window() {
     hub.stop().await;
 
     // A restart reads the last minute of the log again: the same window, the same event.
-    let hub = start(dir.path(), |_| {}).await;
+    let mut hub = start(dir.path(), |_| {}).await;
     let events = hub.events.clone();
     wait_for("the burst seen again after the restart", || {
         (events
@@ -511,7 +469,7 @@ async fn a_crash_marker_raises_restarted_after_crash() {
     setup(dir.path());
     let marker = dir.path().join(RUNNING_MARKER);
     // A clean run: started, no crash; the marker is there while it runs, gone after.
-    let hub = start(dir.path(), |_| {}).await;
+    let mut hub = start(dir.path(), |_| {}).await;
     wait_for("system.started", || {
         (events_of(dir.path(), SYSTEM_STARTED, Some("system")).len() == 1).then_some(())
     })
@@ -519,7 +477,7 @@ async fn a_crash_marker_raises_restarted_after_crash() {
     assert!(marker.exists());
     hub.stop().await;
     assert!(!marker.exists());
-    let hub = start(dir.path(), |_| {}).await;
+    let mut hub = start(dir.path(), |_| {}).await;
     wait_for("the second system.started", || {
         (events_of(dir.path(), SYSTEM_STARTED, Some("system")).len() == 2).then_some(())
     })
@@ -529,7 +487,7 @@ async fn a_crash_marker_raises_restarted_after_crash() {
 
     // The marker left behind, as a killed hub leaves it.
     std::fs::write(&marker, "pid 4242 started 2026-03-02T10:00:00Z\n").unwrap();
-    let hub = start(dir.path(), |_| {}).await;
+    let mut hub = start(dir.path(), |_| {}).await;
     let crashed = wait_for("system.restarted_after_crash", || {
         let e = events_of(dir.path(), SYSTEM_RESTARTED_AFTER_CRASH, Some("system"));
         (!e.is_empty()).then_some(e)
@@ -550,9 +508,9 @@ async fn a_crash_marker_raises_restarted_after_crash() {
 async fn a_silent_gate_goes_offline_and_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     let site = setup(dir.path());
-    let hub = start(dir.path(), |c| c.hub.alerts.gate_offline_s = 1).await;
+    let mut hub = start(dir.path(), |c| c.hub.alerts.gate_offline_s = 1).await;
     let (k, g) = (site.front_key, site.front);
-    let mut gate = GateConn::connect(hub.tcp, g, k).await;
+    let mut gate = GateConn::connect(hub.tcp(), g, k).await;
     gate.send(&heartbeat(&k, g, 1)).await;
     let offline = wait_for("gate.offline", || {
         let e = events_of(dir.path(), GATE_OFFLINE, Some("front"));
@@ -587,7 +545,7 @@ async fn the_tunnel_posts_with_the_key_the_hub_wrote() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
-    let hub = start(dir.path(), |_| {}).await;
+    let mut hub = start(dir.path(), |_| {}).await;
     let path = dir.path().join(TUNNEL_KEY_FILE);
     let key = wait_for("the tunnel's key file", || {
         std::fs::read_to_string(&path).ok()
@@ -622,7 +580,7 @@ async fn the_tunnel_posts_with_the_key_the_hub_wrote() {
     assert_eq!(e[0].new.source_kind, SourceKind::Tunnel);
     hub.stop().await;
     // The next start keeps a key that still matches.
-    let hub = start(dir.path(), |_| {}).await;
+    let mut hub = start(dir.path(), |_| {}).await;
     wait_for("system.started", || {
         (events_of(dir.path(), SYSTEM_STARTED, None).len() == 2).then_some(())
     })
@@ -652,7 +610,7 @@ fn gate_sim() -> std::path::PathBuf {
 async fn the_gate_simulator_forces_doors_that_become_events() {
     let dir = tempfile::tempdir().unwrap();
     let site = setup(dir.path());
-    let hub = start(dir.path(), |_| {}).await;
+    let mut hub = start(dir.path(), |_| {}).await;
     let hex = |k: &GateKey| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let gates = dir.path().join("gates.toml");
     std::fs::write(
@@ -667,7 +625,7 @@ async fn the_gate_simulator_forces_doors_that_become_events() {
     )
     .unwrap();
     let sim = gate_sim();
-    let tcp = hub.tcp.to_string();
+    let tcp = hub.tcp().to_string();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(sim)
             .args(["--transport", "tcp", "--hub", &tcp, "--gates"])

@@ -6,21 +6,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use gatehouse_access::model::{Direction, HolidayRule, Schedule, Validity, Window};
-use gatehouse_config::{Config, MqttMode};
+use gatehouse_access::model::{HolidayRule, Schedule, Validity, Window};
+use gatehouse_config::MqttMode;
 use gatehouse_gate_proto::{
     verify, AccessRequest, CardId, ErrorCode, Frame, GateKey, Message, Reason, Repr,
 };
-use gatehouse_hub::access::AccessService;
 use gatehouse_hub::mqtt::gate_password;
-use gatehouse_hub::Hub;
-use gatehouse_store::{LogFilter, NewCard, NewGate, SiteKey, Store};
+use gatehouse_store::{LogFilter, NewCard, SiteKey, Store};
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, Publish, QoS};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+mod support;
+
+use support::{Running, TestGate};
 
 const GRANTED: &str = "a1b2c3d4e5f60718293a";
 const UNKNOWN: &str = "d1b2c3d4e5f60718293d";
@@ -29,12 +31,6 @@ const UNKNOWN: &str = "d1b2c3d4e5f60718293d";
 const WAIT: Duration = Duration::from_secs(10);
 /// How long "nothing arrives" is watched, after delivery was shown to work.
 const QUIET: Duration = Duration::from_millis(700);
-
-struct TestGate {
-    id: u32,
-    key: GateKey,
-    username: String,
-}
 
 impl TestGate {
     fn password(&self) -> String {
@@ -47,23 +43,10 @@ fn add_gate(store: &Store, name: &str) -> TestGate {
         Ok(z) => z.id,
         Err(_) => store.add_zone("lobby", false).unwrap(),
     };
-    let c = store
-        .add_gate(&NewGate {
-            name: name.into(),
-            zone,
-            direction: Direction::In,
-            relay_ms: 1500,
-            allowed_ips: None,
-            mqtt_username: None,
-        })
-        .unwrap();
+    let gate = support::add_gate(store, zone, name, None);
     let level = store.level_by_name("staff").unwrap().id;
-    store.add_level_gate(level, c.id).unwrap();
-    TestGate {
-        id: u32::try_from(c.id).unwrap(),
-        key: *c.secret.expose(),
-        username: c.mqtt_username,
-    }
+    store.add_level_gate(level, i64::from(gate.id)).unwrap();
+    gate
 }
 
 /// Two gates, a level granting both at all times, one card in it.
@@ -97,48 +80,12 @@ fn setup(dir: &Path) -> (TestGate, TestGate) {
     (a, b)
 }
 
-struct Running {
-    mqtt: SocketAddr,
-    access: AccessService,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
+/// A hub on `dir` with its embedded MQTT broker on, serving until [`Running::stop`].
 async fn start(dir: &Path) -> Running {
-    let mut config = Config::default();
-    config.general.data_dir = dir.to_path_buf();
-    config.hub.http_listen = "127.0.0.1:0".parse().unwrap();
-    config.hub.https_listen = None;
-    config.hub.gate_tcp_listen = None;
+    let mut config = support::config(dir);
     config.hub.mqtt.mode = MqttMode::Embedded;
-    config.hub.mqtt.listen = "127.0.0.1:0".parse().unwrap();
-    let hub = Hub::bind(&config).await.unwrap();
-    let mqtt = hub.mqtt_addr().expect("embedded broker address");
-    let access = hub.access().clone();
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        hub.run(async move {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    Running {
-        mqtt,
-        access,
-        stop,
-        task,
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("hub stops")
-            .unwrap();
-    }
+    config.hub.mqtt.listen = support::loopback();
+    Running::start(&config, |_| {}).await
 }
 
 /// A gate's MQTT connection, its event loop driven by a task.
@@ -288,8 +235,8 @@ fn log_seqs(dir: &Path, gate: u32) -> Vec<(Option<u64>, Option<Reason>)> {
 async fn gate_gets_sealed_decisions_on_its_topic_and_they_are_logged() {
     let dir = tempfile::tempdir().unwrap();
     let (a, _) = setup(dir.path());
-    let hub = start(dir.path()).await;
-    let mut gate = connect_gate(hub.mqtt, &a).await;
+    let mut hub = start(dir.path()).await;
+    let mut gate = connect_gate(hub.mqtt(), &a).await;
 
     match ask(&mut gate, &a, 1, GRANTED).await {
         Message::Decision(d) => {
@@ -311,7 +258,7 @@ async fn gate_gets_sealed_decisions_on_its_topic_and_they_are_logged() {
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert!(rows.contains(&(Some(1), Some(Reason::Granted))), "{rows:?}");
 
-    let addr = hub.mqtt;
+    let addr = hub.mqtt();
     hub.stop().await;
     // The embedded broker went with the hub.
     assert!(
@@ -324,8 +271,8 @@ async fn gate_gets_sealed_decisions_on_its_topic_and_they_are_logged() {
 async fn replayed_frame_is_refused_and_not_logged_twice() {
     let dir = tempfile::tempdir().unwrap();
     let (a, _) = setup(dir.path());
-    let hub = start(dir.path()).await;
-    let mut gate = connect_gate(hub.mqtt, &a).await;
+    let mut hub = start(dir.path()).await;
+    let mut gate = connect_gate(hub.mqtt(), &a).await;
     assert!(matches!(
         ask(&mut gate, &a, 7, GRANTED).await,
         Message::Decision(_)
@@ -352,9 +299,9 @@ async fn replayed_frame_is_refused_and_not_logged_twice() {
 async fn a_gate_cannot_read_another_gates_answers() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = setup(dir.path());
-    let hub = start(dir.path()).await;
-    let mut gate_a = connect_gate(hub.mqtt, &a).await;
-    let mut gate_b = connect_gate(hub.mqtt, &b).await;
+    let mut hub = start(dir.path()).await;
+    let mut gate_a = connect_gate(hub.mqtt(), &a).await;
+    let mut gate_b = connect_gate(hub.mqtt(), &b).await;
     // B's own answers reach it.
     assert!(matches!(
         ask(&mut gate_b, &b, 1, GRANTED).await,
@@ -381,7 +328,7 @@ async fn a_gate_cannot_read_another_gates_answers() {
         panic!("gate B received a message on {}", p.topic);
     }
     // Nor may B read the request topic (other gates' card reads).
-    let mut spy = Client::connect(hub.mqtt, &b.username, &b.password())
+    let mut spy = Client::connect(hub.mqtt(), &b.username, &b.password())
         .await
         .unwrap();
     spy.subscribe("access/request").await;
@@ -397,9 +344,9 @@ async fn a_gate_cannot_read_another_gates_answers() {
 async fn frame_sealed_with_another_gates_key_is_refused_and_logged_nowhere() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = setup(dir.path());
-    let hub = start(dir.path()).await;
-    let mut gate_a = connect_gate(hub.mqtt, &a).await;
-    let mut gate_b = connect_gate(hub.mqtt, &b).await;
+    let mut hub = start(dir.path()).await;
+    let mut gate_a = connect_gate(hub.mqtt(), &a).await;
+    let mut gate_b = connect_gate(hub.mqtt(), &b).await;
     // B, holding its own key, claims to be A.
     gate_b
         .publish("access/request", request(&b.key, a.id, 1, GRANTED))
@@ -436,14 +383,14 @@ async fn frame_sealed_with_another_gates_key_is_refused_and_logged_nowhere() {
 async fn gate_added_while_running_connects_after_reprovisioning() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
-    let hub = start(dir.path()).await;
+    let mut hub = start(dir.path()).await;
     let c = {
         let store = Store::open(dir.path()).unwrap();
         add_gate(&store, "side")
     };
     let deadline = Instant::now() + WAIT;
     let mut gate = loop {
-        match Client::connect(hub.mqtt, &c.username, &c.password()).await {
+        match Client::connect(hub.mqtt(), &c.username, &c.password()).await {
             Ok(client) => break client,
             Err(e) => {
                 assert!(
@@ -472,7 +419,7 @@ async fn gate_added_while_running_connects_after_reprovisioning() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A wrong password is still refused.
-    assert!(Client::connect(hub.mqtt, &c.username, "wrong")
+    assert!(Client::connect(hub.mqtt(), &c.username, "wrong")
         .await
         .is_err());
     hub.stop().await;

@@ -8,17 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use gatehouse_access::model::Direction;
-use gatehouse_config::{Config, MqttMode};
+use gatehouse_config::MqttMode;
 use gatehouse_gate_proto::{
-    verify, AllowListRequest, Frame, GateKey, Heartbeat, HeartbeatFlags, Message, RemoteOpen, Repr,
+    verify, AllowListRequest, Frame, Heartbeat, HeartbeatFlags, Message, RemoteOpen, Repr,
     MAX_FRAME_LEN,
 };
-use gatehouse_hub::admin::password::hash_password;
 use gatehouse_hub::mqtt::gate_password;
-use gatehouse_hub::Hub;
-use gatehouse_store::admin::AdminRole;
-use gatehouse_store::{NewGate, Store};
+use gatehouse_store::Store;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -27,50 +23,27 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+mod support;
+
+use support::{Session, Setup, TestGate, IVAN, IVAN_PW, OSCAR, OSCAR_PW};
+
 /// Upper bound on waiting for something that is expected to happen (never a pass/fail
 /// threshold on timing: a slow machine only makes the test slower).
 const WAIT: Duration = Duration::from_secs(20);
 
-const OPERATOR_PW: &str = "oscar watches the gates";
-const INSTALLER_PW: &str = "ivan installs the doors";
-
-struct TestGate {
-    id: u32,
-    key: GateKey,
-    username: String,
-}
-
 struct Site {
-    _dir: tempfile::TempDir,
-    http: SocketAddr,
-    tcp: SocketAddr,
-    mqtt: Option<SocketAddr>,
+    base: support::Site,
     front: TestGate,
     back: TestGate,
-    client: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Adds gate `name`, disabled unless `enabled`.
 fn add_gate(store: &Store, zone: i64, name: &str, enabled: bool) -> TestGate {
-    let c = store
-        .add_gate(&NewGate {
-            name: name.into(),
-            zone,
-            direction: Direction::In,
-            relay_ms: 1500,
-            allowed_ips: None,
-            mqtt_username: None,
-        })
-        .unwrap();
+    let gate = support::add_gate(store, zone, name, None);
     if !enabled {
-        store.set_gate_enabled(c.id, false).unwrap();
+        store.set_gate_enabled(i64::from(gate.id), false).unwrap();
     }
-    TestGate {
-        id: u32::try_from(c.id).unwrap(),
-        key: *c.secret.expose(),
-        username: c.mqtt_username,
-    }
+    gate
 }
 
 impl Site {
@@ -78,120 +51,57 @@ impl Site {
     /// gates "front", "back" and "shut" (disabled), an operator and an installer;
     /// commands expire after `expiry`.
     async fn start(mqtt: bool, expiry: Option<Duration>) -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        let (front, back) = {
-            let store = Store::open(dir.path()).unwrap();
-            let now = time::OffsetDateTime::now_utc();
-            for (name, role, pw) in [
-                ("oscar", AdminRole::Operator, OPERATOR_PW),
-                ("ivan", AdminRole::Installer, INSTALLER_PW),
-            ] {
-                store
-                    .add_admin(name, role, &hash_password(pw).unwrap(), now)
-                    .unwrap();
+        let setup = Setup::new().with_admins(&[OSCAR, IVAN]).with_config(|c| {
+            c.hub.gate_tcp_listen = Some(support::loopback());
+            if mqtt {
+                c.hub.mqtt.mode = MqttMode::Embedded;
+                c.hub.mqtt.listen = support::loopback();
             }
+        });
+        let (front, back) = {
+            let store = setup.store();
             let zone = store.add_zone("lobby", false).unwrap();
             let front = add_gate(&store, zone, "front", true);
             let back = add_gate(&store, zone, "back", true);
             add_gate(&store, zone, "shut", false);
             (front, back)
         };
-        let mut config = Config::default();
-        config.general.data_dir = dir.path().to_path_buf();
-        config.hub.http_listen = "127.0.0.1:0".parse().unwrap();
-        config.hub.https_listen = None;
-        config.hub.gate_tcp_listen = Some("127.0.0.1:0".parse().unwrap());
-        if mqtt {
-            config.hub.mqtt.mode = MqttMode::Embedded;
-            config.hub.mqtt.listen = "127.0.0.1:0".parse().unwrap();
-        } else {
-            config.hub.mqtt.mode = MqttMode::Off;
-        }
-        let hub = Hub::bind(&config).await.unwrap();
-        if let Some(e) = expiry {
-            hub.access().gate_commands().set_expiry(e);
-        }
-        let (http, tcp, mqtt) = (
-            hub.http_addr(),
-            hub.gate_tcp_addr().unwrap(),
-            hub.mqtt_addr(),
-        );
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            hub.run(async move {
-                let _ = rx.await;
+        let base = setup
+            .start_with(|hub| {
+                if let Some(e) = expiry {
+                    hub.access().gate_commands().set_expiry(e);
+                }
             })
-            .await
-            .unwrap();
-        });
-        Site {
-            _dir: dir,
-            http,
-            tcp,
-            mqtt,
-            front,
-            back,
-            client: reqwest::Client::new(),
-            stop: Some(stop),
-            task: Some(task),
-        }
+            .await;
+        Site { base, front, back }
     }
 
     async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(WAIT, t)
-                .await
-                .expect("hub stops")
-                .unwrap();
-        }
+        self.base.stop().await;
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
+        self.base.url(path)
     }
 
-    /// Logs in; returns the bearer token.
-    async fn login(&self, name: &str, password: &str) -> String {
-        let r: Value = self
-            .client
-            .post(self.url("/api/v1/auth/login"))
-            .json(&json!({"name": name, "password": password}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r["token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no token: {r}"))
-            .to_owned()
+    /// Logs in; returns the session.
+    async fn login(&self, name: &str, password: &str) -> Session {
+        self.base.login(name, password).await
     }
 
     async fn call(
         &self,
-        token: &str,
+        token: &Session,
         method: &str,
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method.parse().unwrap(), self.url(path))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let r = self.base.send(Some(&token.token), method, path, body).await;
+        (r.status, r.json)
     }
 
     /// Opens gate `gate` (id or name) with `reason`: (status, reply).
-    async fn open(&self, token: &str, gate: &str, reason: &str) -> (u16, Value) {
+    async fn open(&self, token: &Session, gate: &str, reason: &str) -> (u16, Value) {
         self.call(
             token,
             "POST",
@@ -202,7 +112,7 @@ impl Site {
     }
 
     /// The remote-open log row of request `id`.
-    async fn open_row(&self, token: &str, id: u64) -> Value {
+    async fn open_row(&self, token: &Session, id: u64) -> Value {
         let (status, r) = self.call(token, "GET", "/api/v1/access/opens", None).await;
         assert_eq!(status, 200, "{r}");
         r["rows"]
@@ -215,7 +125,7 @@ impl Site {
     }
 
     /// Waits until request `id` is in `state`; returns its row.
-    async fn wait_state(&self, token: &str, id: u64, state: &str) -> Value {
+    async fn wait_state(&self, token: &Session, id: u64, state: &str) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let row = self.open_row(token, id).await;
@@ -233,6 +143,7 @@ impl Site {
     /// One frame over `POST /api/v1/gate/frames`; the reply frames.
     async fn http_frame(&self, frame: Vec<u8>) -> Vec<Vec<u8>> {
         let r = self
+            .base
             .client
             .post(self.url("/api/v1/gate/frames"))
             .header("content-type", "application/octet-stream")
@@ -367,8 +278,8 @@ impl TcpGate {
 #[tokio::test]
 async fn a_tcp_gate_gets_the_command_pushed_and_the_log_shows_it_delivered() {
     let site = Site::start(false, None).await;
-    let oscar = site.login("oscar", OPERATOR_PW).await;
-    let mut gate = TcpGate::connect(site.tcp).await;
+    let oscar = site.login("oscar", OSCAR_PW).await;
+    let mut gate = TcpGate::connect(site.base.hub.tcp()).await;
     gate.sync(&site.front, 1).await;
 
     let (status, reply) = site.open(&oscar, "front", "courier at the gate").await;
@@ -394,7 +305,7 @@ async fn a_tcp_gate_gets_the_command_pushed_and_the_log_shows_it_delivered() {
 
     // The next one has a higher command number; by id works as well as by name. The
     // other gate's connection gets nothing.
-    let mut other = TcpGate::connect(site.tcp).await;
+    let mut other = TcpGate::connect(site.base.hub.tcp()).await;
     other.sync(&site.back, 1).await;
     let (status, reply) = site
         .open(&oscar, &site.front.id.to_string(), "second delivery")
@@ -427,7 +338,7 @@ async fn a_tcp_gate_gets_the_command_pushed_and_the_log_shows_it_delivered() {
     };
     assert_eq!(site.open_row(&oscar, third).await["state"], "requested");
     // It goes out on the gate's next connection, after the answer to its first frame.
-    let mut again = TcpGate::connect(site.tcp).await;
+    let mut again = TcpGate::connect(site.base.hub.tcp()).await;
     again.sync(&site.front, 3).await;
     loop {
         // (An earlier try whose write failed would have been queued first.)
@@ -446,7 +357,7 @@ async fn a_tcp_gate_gets_the_command_pushed_and_the_log_shows_it_delivered() {
 #[tokio::test]
 async fn an_http_gate_gets_the_command_in_the_reply_to_its_next_heartbeat() {
     let site = Site::start(false, None).await;
-    let oscar = site.login("oscar", OPERATOR_PW).await;
+    let oscar = site.login("oscar", OSCAR_PW).await;
     // Nothing is owed yet: a heartbeat's reply is empty.
     assert!(site.http_frame(heartbeat(&site.back, 1)).await.is_empty());
 
@@ -546,8 +457,8 @@ impl MqttGate {
 #[tokio::test]
 async fn an_mqtt_gate_gets_the_command_published_on_its_topic() {
     let site = Site::start(true, None).await;
-    let oscar = site.login("oscar", OPERATOR_PW).await;
-    let mut gate = MqttGate::connect(site.mqtt.unwrap(), &site.front).await;
+    let oscar = site.login("oscar", OSCAR_PW).await;
+    let mut gate = MqttGate::connect(site.base.hub.mqtt(), &site.front).await;
     // The gate speaks (an allow-list request) and gets its answer: the hub heard it.
     gate.client
         .publish(
@@ -583,7 +494,7 @@ async fn an_mqtt_gate_gets_the_command_published_on_its_topic() {
 #[tokio::test]
 async fn a_command_for_a_gate_that_never_comes_expires() {
     let site = Site::start(false, Some(Duration::from_millis(300))).await;
-    let oscar = site.login("oscar", OPERATOR_PW).await;
+    let oscar = site.login("oscar", OSCAR_PW).await;
     let (status, reply) = site.open(&oscar, "front", "nobody there").await;
     assert_eq!(status, 202, "{reply}");
     assert_eq!(reply["delivered"], false);
@@ -591,7 +502,7 @@ async fn a_command_for_a_gate_that_never_comes_expires() {
     let row = site.wait_state(&oscar, id, "expired").await;
     assert!(row["delivered_at"].is_null(), "{row}");
     // The gate coming later does not get it: a door never opens late.
-    let mut gate = TcpGate::connect(site.tcp).await;
+    let mut gate = TcpGate::connect(site.base.hub.tcp()).await;
     gate.sync(&site.front, 1).await;
     let frames = site.http_frame(heartbeat(&site.front, 2)).await;
     assert!(remote_opens(&site.front, &frames).is_empty());
@@ -616,8 +527,8 @@ async fn a_command_for_a_gate_that_never_comes_expires() {
 #[tokio::test]
 async fn an_operator_may_open_an_installer_may_not_and_bad_requests_say_why() {
     let site = Site::start(false, None).await;
-    let oscar = site.login("oscar", OPERATOR_PW).await;
-    let ivan = site.login("ivan", INSTALLER_PW).await;
+    let oscar = site.login("oscar", OSCAR_PW).await;
+    let ivan = site.login("ivan", IVAN_PW).await;
 
     let (status, reply) = site.open(&ivan, "front", "let me in").await;
     assert_eq!(status, 403, "{reply}");

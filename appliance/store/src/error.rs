@@ -21,6 +21,7 @@ pub enum Entity {
     Rule,
     Silence,
     Delivery,
+    Sensor,
 }
 
 impl Entity {
@@ -39,6 +40,7 @@ impl Entity {
             Entity::Rule => "rules",
             Entity::Silence => "silences",
             Entity::Delivery => "deliveries",
+            Entity::Sensor => "sensors",
         }
     }
 }
@@ -58,6 +60,7 @@ impl fmt::Display for Entity {
             Entity::Rule => "rule",
             Entity::Silence => "silence",
             Entity::Delivery => "delivery",
+            Entity::Sensor => "sensor",
         })
     }
 }

@@ -11,6 +11,7 @@
 //!   alert outbox with its delivery log (migration 4), for the hub's events pipeline.
 //! - [`remote_opens`]: admins' remote door opens and whether each reached its gate
 //!   (migration 5).
+//! - [`sensors`]: the LoRa sensor registry, keys and frame counters (migration 6).
 
 pub mod admin;
 pub mod bulk;
@@ -20,6 +21,7 @@ pub mod gate_events;
 pub mod log;
 pub mod remote_opens;
 pub mod schema;
+pub mod sensors;
 pub mod site_key;
 mod snapshot;
 pub mod store;

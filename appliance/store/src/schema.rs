@@ -14,7 +14,7 @@
 //!
 //! Units: validity bounds are unix seconds (UTC); access-log times, `last_seen` and every
 //! time in the events tables (migration 4) and in `remote_opens` (migration 5) are unix
-//! milliseconds (UTC); holiday dates are
+//! milliseconds (UTC), as are the sensors' times (migration 6); holiday dates are
 //! ISO `YYYY-MM-DD` text (site-local dates).
 
 use crate::error::StoreError;
@@ -421,6 +421,61 @@ CREATE TABLE remote_opens (
 CREATE INDEX remote_opens_gate ON remote_opens(gate_id, id);
 "#;
 
+/// Version 6: LoRa field sensors (issue 6; appliance/store/src/sensors.rs is the API).
+///
+/// - `sensors`: one row per node. `dev_addr` is the 32-bit address in every frame's
+///   header (random, unique); `key` the node's AES-128 key (16 random bytes, generated
+///   here, shown once when the sensor is added and never read back out but by the hub's
+///   uplink handling). `fcnt_up_last` is the highest uplink frame counter accepted (NULL:
+///   none yet); a frame is accepted only with a higher one, so counters never go back.
+///   `fcnt_down` is the last downlink counter used. `heartbeat_s` is the interval the
+///   node is expected to send heartbeats at; `missing_since_ms` is set (to the
+///   `last_seen_ms` it was missing from) while a `sensor.missing` episode is open.
+///   The other columns are what was last heard: signal of the last uplink as the radio
+///   heard it (`last_rssi` dBm, `last_snr` dB), the last heartbeat's contents
+///   (`battery_mv`, `flags`, `reboots`, `down_rssi`/`down_snr`: how the node heard its
+///   last downlink) and the last report's readings (`readings`: a JSON object of
+///   quantity name -> value). `uplinks` counts accepted frames.
+/// - `sensor_alarms`: the alarms already taken, by (sensor, the node's alarm number,
+///   active), for the de-duplication of retransmissions: `first_fcnt` is the counter of
+///   the first copy (part of the event's external id, so an alarm number the node reuses
+///   later — it wraps, or restarts with the node — makes a new event), `last_ms` when a
+///   copy was last heard.
+const V6_SENSORS: &str = r#"
+CREATE TABLE sensors (
+    id               INTEGER PRIMARY KEY,
+    name             TEXT NOT NULL UNIQUE,
+    kind             TEXT NOT NULL CHECK (kind IN ('door', 'pir', 'smoke', 'temp')),
+    dev_addr         INTEGER NOT NULL UNIQUE CHECK (dev_addr BETWEEN 0 AND 4294967295),
+    key              BLOB NOT NULL CHECK (length(key) = 16),
+    enabled          INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    created_ms       INTEGER NOT NULL,
+    heartbeat_s      INTEGER NOT NULL CHECK (heartbeat_s BETWEEN 1 AND 86400),
+    fcnt_up_last     INTEGER CHECK (fcnt_up_last BETWEEN 0 AND 4294967295),
+    fcnt_down        INTEGER NOT NULL DEFAULT 0 CHECK (fcnt_down BETWEEN 0 AND 4294967295),
+    uplinks          INTEGER NOT NULL DEFAULT 0,
+    last_seen_ms     INTEGER,
+    last_rssi        INTEGER,
+    last_snr         REAL,
+    battery_mv       INTEGER,
+    flags            INTEGER,
+    reboots          INTEGER,
+    down_rssi        INTEGER,
+    down_snr         INTEGER,
+    readings         TEXT,
+    missing_since_ms INTEGER
+);
+
+CREATE TABLE sensor_alarms (
+    sensor_id  INTEGER NOT NULL REFERENCES sensors(id) ON DELETE CASCADE,
+    alarm_id   INTEGER NOT NULL CHECK (alarm_id BETWEEN 0 AND 65535),
+    active     INTEGER NOT NULL CHECK (active IN (0, 1)),
+    first_fcnt INTEGER NOT NULL,
+    last_ms    INTEGER NOT NULL,
+    PRIMARY KEY (sensor_id, alarm_id, active)
+) WITHOUT ROWID;
+"#;
+
 /// The ordered migrations; index `i` takes the database to version `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
     V1_ACCESS,
@@ -428,6 +483,7 @@ pub const MIGRATIONS: &[&str] = &[
     V3_GATE_EVENTS,
     V4_EVENTS,
     V5_REMOTE_OPENS,
+    V6_SENSORS,
 ];
 
 /// The schema version this code reads and writes.

@@ -31,6 +31,8 @@
 //     on the dashboard without a reload; ack removes it; the events page and the event's
 //     detail show it acknowledged
 // 10. add a VPN peer: #peer-created has the QR code (svg) and the .conf download
+// 10b. add a LoRa sensor: #sensor-provisioning shows its TOML with the key, the sensors
+//     table lists it, GET /api/v1/sensors does not carry the key
 // 11. the alerts page lists the default console rule
 // 12. add an operator on the admins page; in a fresh browser context the operator logs
 //     in, has no people link, and #/people shows #page-denied with the API's 403 text
@@ -517,6 +519,21 @@ async function run(browser) {
       && status.json.peers.items.some((p) => p.name === PEER),
       `GET /api/v1/status: the tunnel's peers are not available: ${status.text}`);
     await shot(page, 'vpn');
+  });
+
+  await step('add a LoRa sensor: its provisioning (with the key) is shown once', async () => {
+    await nav(page, 'sensors');
+    await fillForm(page, 'sensor-add', { name: 'porch-door', kind: 'door', heartbeat: '2m' });
+    await submit(page, 'sensor-add');
+    await page.locator('#sensor-provisioning pre').first().waitFor();
+    const toml = (await page.locator('#sensor-provisioning pre').first().textContent()) ?? '';
+    const key = /key = "([0-9a-f]{32})"/.exec(toml)?.[1];
+    assert(toml.startsWith('[[sensor]]') && key && /heartbeat_s = 120/.test(toml),
+      `#sensor-provisioning: ${JSON.stringify(toml)}`);
+    await waitRow(page, 'sensors', ['porch-door', 'door']);
+    const list = await api(page, 'GET', '/api/v1/sensors');
+    assert(list.status === 200 && !list.text.includes(key), `the key is listed: ${list.text}`);
+    await shot(page, 'sensors');
   });
 
   await step('the alerts page lists the default console rule', async () => {

@@ -96,10 +96,14 @@ pub enum Action {
     ChangePeers,
     /// Open a door remotely.
     OpenDoors,
+    /// The LoRa sensor registry.
+    ReadSensors,
+    /// Add, disable, enable or remove LoRa sensors.
+    ChangeSensors,
 }
 
 impl Action {
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 25] = [
         Action::ReadPeople,
         Action::ChangePeople,
         Action::ReadCards,
@@ -123,6 +127,8 @@ impl Action {
         Action::ReadPeers,
         Action::ChangePeers,
         Action::OpenDoors,
+        Action::ReadSensors,
+        Action::ChangeSensors,
     ];
 
     /// snake_case name (`GET /api/v1/auth/me` lists the caller's).
@@ -151,6 +157,8 @@ impl Action {
             Action::ReadPeers => "read_peers",
             Action::ChangePeers => "change_peers",
             Action::OpenDoors => "open_doors",
+            Action::ReadSensors => "read_sensors",
+            Action::ChangeSensors => "change_sensors",
         }
     }
 
@@ -179,6 +187,8 @@ impl Action {
             Action::ReadPeers => "list VPN peers",
             Action::ChangePeers => "add, disable or remove VPN peers",
             Action::OpenDoors => "open doors remotely",
+            Action::ReadSensors => "list sensors",
+            Action::ChangeSensors => "add, disable or remove sensors",
         }
     }
 }
@@ -198,6 +208,7 @@ pub fn permits(role: AdminRole, action: Action) -> bool {
                 | ReadAlerts
                 | ReadStatus
                 | OpenDoors
+                | ReadSensors
         ),
         AdminRole::Installer => matches!(
             action,
@@ -210,6 +221,8 @@ pub fn permits(role: AdminRole, action: Action) -> bool {
                 | ReadStatus
                 | ReadPeers
                 | ChangePeers
+                | ReadSensors
+                | ChangeSensors
         ),
     }
 }
@@ -750,7 +763,15 @@ mod tests {
             assert!(permits(AdminRole::Admin, a), "admin {a:?}");
         }
         let operator = [
-            ReadGates, ReadZones, ReadLog, ReadEvents, AckEvents, ReadAlerts, ReadStatus, OpenDoors,
+            ReadGates,
+            ReadZones,
+            ReadLog,
+            ReadEvents,
+            AckEvents,
+            ReadAlerts,
+            ReadStatus,
+            OpenDoors,
+            ReadSensors,
         ];
         let installer = [
             ReadGates,
@@ -762,6 +783,8 @@ mod tests {
             ReadStatus,
             ReadPeers,
             ChangePeers,
+            ReadSensors,
+            ChangeSensors,
         ];
         for a in Action::ALL {
             assert_eq!(
@@ -788,6 +811,8 @@ mod tests {
         assert!(!permits(AdminRole::Operator, ReadPeers));
         assert!(!permits(AdminRole::Operator, ChangePeers));
         assert!(!permits(AdminRole::Installer, OpenDoors));
+        assert!(!permits(AdminRole::Operator, ChangeSensors));
+        assert!(permits(AdminRole::Installer, ChangeSensors));
         for role in [AdminRole::Admin, AdminRole::Operator, AdminRole::Installer] {
             assert!(permits(role, ReadStatus), "{role} ReadStatus");
         }

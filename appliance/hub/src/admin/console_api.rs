@@ -85,8 +85,6 @@ const STALE_PENDING: time::Duration = time::Duration::minutes(15);
 /// The QR code's shown size in the console.
 const QR_SIZE_PX: u32 = 280;
 
-const SENSORS_DETAIL: &str = "LoRa sensors are not supported by this build yet";
-
 // ---- helpers -----------------------------------------------------------------------
 
 /// Runs blocking work (files, sockets) off the async threads.
@@ -300,11 +298,12 @@ pub async fn status(State(api): State<AdminApi>, caller: Caller) -> Result<Respo
         }),
         Err(e) => json!({ "available": false, "error": e, "items": [] }),
     };
+    let sensors = super::sensors_api::status_block(&api).await;
     ok(json!({
         "gates": gates,
         "peers": peers,
         "services": services,
-        "sensors": { "available": false, "detail": SENSORS_DETAIL },
+        "sensors": sensors,
         "events": { "unacknowledged": unacknowledged, "pending_deliveries": pending },
     }))
 }

@@ -8,6 +8,8 @@
 //!   acknowledgement and delivery log.
 //! - [`console_api`]: what the web console adds: the status dashboard, VPN peers,
 //!   holidays, CSV exports, resolving events, card learn mode.
+//! - [`sensors_api`]: the LoRa sensor registry (add with provisioning, list, disable,
+//!   enable, remove).
 //! - [`password`]: argon2id hashing and the password rule (also used by the CLI).
 //! - The text forms admins type (card ids, schedules, dates) are
 //!   [`gatehouse_access::text`], shared with the CLI.
@@ -31,6 +33,7 @@ pub mod auth;
 pub mod console_api;
 pub mod door_api;
 pub mod password;
+pub mod sensors_api;
 
 use crate::access::{AccessError, AccessService};
 use crate::provisioning::Listening;
@@ -346,6 +349,19 @@ pub fn routes(api: AdminApi) -> Router {
             post(console_api::resolve_event),
         )
         .route("/api/v1/cards/learn", post(console_api::learn_card))
+        .route(
+            "/api/v1/sensors",
+            get(sensors_api::list_sensors).post(sensors_api::add_sensor),
+        )
+        .route("/api/v1/sensors/{id}", delete(sensors_api::remove_sensor))
+        .route(
+            "/api/v1/sensors/{id}/disable",
+            post(sensors_api::disable_sensor),
+        )
+        .route(
+            "/api/v1/sensors/{id}/enable",
+            post(sensors_api::enable_sensor),
+        )
         .with_state(api)
 }
 

@@ -16,6 +16,7 @@
 //!   `gatehouse_delivery_latency_seconds{receiver}` (a histogram): attempts since start.
 //! - `gatehouse_gate_input_dropped_total{reason}`: what the gate transports refused
 //!   ([`crate::drops`]).
+//! - The LoRa network server's counters, when it runs ([`crate::lora::LoraCounters::render`]).
 //!
 //! Receivers are labelled by name (a removed receiver's history and a new one of the same
 //! name add up). Who may scrape: callers on loopback, or an admin or operator session.
@@ -435,6 +436,7 @@ pub(crate) fn routes(
 async fn scrape(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(s): Extension<Scrape>,
+    lora: Option<Extension<std::sync::Arc<crate::lora::LoraCounters>>>,
     caller: Result<Caller, ApiError>,
 ) -> Response {
     if !peer.ip().to_canonical().is_loopback() {
@@ -465,10 +467,14 @@ async fn scrape(
         Ok(d) => d,
         Err(e) => return unavailable(&e),
     };
-    let text = s
+    let mut text = s
         .events
         .metrics()
         .render(&durable, Some(s.access.drops().stats()));
+    // The LoRa network server's counters, when it runs (crate::lora).
+    if let Some(Extension(lora)) = lora {
+        text.push_str(&lora.render());
+    }
     let mut r = (StatusCode::OK, text).into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
@@ -589,7 +595,7 @@ mod tests {
             ("[::ffff:127.0.0.1]:4000", StatusCode::OK),
         ] {
             let peer: SocketAddr = peer.parse().unwrap();
-            let r = scrape(ConnectInfo(peer), Extension(s.clone()), no_session()).await;
+            let r = scrape(ConnectInfo(peer), Extension(s.clone()), None, no_session()).await;
             assert_eq!(r.status(), status, "{peer}");
             let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
             let text = String::from_utf8(body.to_vec()).unwrap();

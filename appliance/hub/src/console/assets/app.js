@@ -39,6 +39,7 @@
     ['cards', 'Cards', 'read_cards'],
     ['levels', 'Levels', 'read_levels'],
     ['gates', 'Gates', 'read_gates'],
+    ['sensors', 'Sensors', 'read_sensors'],
     ['log', 'Access log', 'read_log'],
     ['vpn', 'VPN', 'read_peers'],
     ['alerts', 'Alerts', 'read_alerts'],
@@ -424,6 +425,7 @@
     cards: pageCards,
     levels: pageLevels,
     gates: pageGates,
+    sensors: pageSensors,
     log: pageLog,
     vpn: pageVpn,
     alerts: pageAlerts,
@@ -615,8 +617,13 @@
       h('div', { class: 'panel', id: 'summary-services' }, h('h3', null, 'Services'),
         h('div', { class: 'stat' }, servicesOk ? badge('all ok', 'ok') : badge('attention', 'bad'))),
       h('div', { class: 'panel', id: 'summary-sensors' }, h('h3', null, 'Sensors'),
-        h('div', null, sensors.available ? badge('available', 'ok') : badge('not available', '')),
-        sensors.detail ? h('div', { class: 'muted' }, sensors.detail) : null));
+        sensors.available
+          ? h('div', { class: 'stat' }, `${(sensors.enabled ?? 0) - (sensors.missing ?? 0)} / ${sensors.enabled ?? 0}`)
+          : h('div', null, badge('not available', '')),
+        sensors.available && sensors.missing ? h('div', null, badge(`${sensors.missing} missing`, 'bad')) : null,
+        sensors.available && sensors.low_battery ? h('div', null, badge(`${sensors.low_battery} low battery`, 'warn')) : null,
+        sensors.detail ? h('div', { class: 'muted' }, sensors.detail) : null,
+        sensors.available && may('read_sensors') ? h('a', { href: '#/sensors' }, 'Open sensors') : null));
 
     const out = [h('h1', null, 'Dashboard'), summary];
 
@@ -1040,6 +1047,70 @@
         h('span', { title: fmtTime(g.last_seen) }, ago(g.last_seen)), `${g.relay_ms} ms`,
         h('td', { class: 'wrap' }, (g.allowed_ips || []).join(', ') || 'any')],
     })));
+    return out;
+  }
+
+  // ---- sensors ---------------------------------------------------------------------------
+
+  function sensorState(s) {
+    if (!s.enabled) return badge('disabled', '');
+    if (s.missing) return badge('missing', 'bad');
+    return s.last_seen ? badge('ok', 'ok') : badge('never heard', '');
+  }
+
+  function every(seconds) {
+    if (seconds % 3600 === 0) return `${seconds / 3600} h`;
+    if (seconds % 60 === 0) return `${seconds / 60} min`;
+    return `${seconds} s`;
+  }
+
+  async function pageSensors() {
+    const sensors = await api('GET', '/api/v1/sensors');
+    const canChange = may('change_sensors');
+    const out = [h('h1', null, 'Sensors')];
+    if (canChange) {
+      out.push(form('sensor-add', 'Add a sensor', [
+        field('Name', input('name', { required: true, placeholder: 'e.g. front-door' })),
+        field('Kind', select('kind', [['door', 'door contact'], ['pir', 'motion (PIR)'], ['smoke', 'smoke'], ['temp', 'temperature']])),
+        field('Heartbeat', input('heartbeat', { placeholder: '5m' })),
+      ], 'Add sensor', async (v) => {
+        const s = await api('POST', '/api/v1/sensors', compact(v));
+        const p = s.provisioning || {};
+        const text = p.toml || '';
+        const created = h('section', { id: 'sensor-provisioning', class: 'panel secret' },
+          h('h2', null, `Sensor ${s.name} added: its provisioning`),
+          h('p', null, 'Load this into the node (board config or simulator) now. Its key is shown only this once; ',
+            'if it is lost, remove the sensor and add it again.'),
+          h('pre', { class: 'mono' }, text),
+          h('p', null, downloadLink(text, `${s.name}.toml`, 'application/toml', `Download ${s.name}.toml`)));
+        flash(`Sensor ${s.name} added.`, 'ok');
+        await refresh(created);
+      }));
+    }
+    out.push(table('sensors', ['Sensor', 'Kind', 'Address', 'State', 'Last seen', 'Battery', 'Signal', 'Heartbeat', ''], sensors, (s) => {
+      const buttons = [];
+      if (canChange) {
+        buttons.push(button(s.enabled ? 'Disable' : 'Enable', async () => {
+          await api('POST', `/api/v1/sensors/${enc(s.id)}/${s.enabled ? 'disable' : 'enable'}`, {});
+          flash(`Sensor ${s.name} ${s.enabled ? 'disabled' : 'enabled'}.`, 'ok');
+          await refresh();
+        }, { action: s.enabled ? 'disable' : 'enable', confirm: s.enabled ? `Disable ${s.name}? Its frames are refused until enabled again.` : null }));
+        buttons.push(button('Remove', async () => {
+          await api('DELETE', `/api/v1/sensors/${enc(s.id)}`);
+          flash(`Sensor ${s.name} removed.`, 'ok');
+          await refresh();
+        }, { action: 'remove', cls: 'danger', confirm: `Remove ${s.name}? Its key stops working for good.` }));
+      }
+      const signal = s.rssi === null || s.rssi === undefined ? '—' : `${s.rssi} dBm${s.snr === null || s.snr === undefined ? '' : `, ${s.snr} dB`}`;
+      return {
+        id: s.id,
+        cls: s.missing ? 'missing' : null,
+        cells: [s.name, s.kind, h('span', { class: 'mono' }, s.dev_addr), sensorState(s),
+          h('span', { title: fmtTime(s.last_seen) }, ago(s.last_seen)),
+          s.battery_mv === null || s.battery_mv === undefined ? '—' : `${s.battery_mv} mV`,
+          signal, every(s.heartbeat_s), actions(buttons)],
+      };
+    }));
     return out;
   }
 

@@ -1,0 +1,2 @@
+//! memory.x for the linker and the provisioning constants (see ../build_support.rs).
+include!("../build_support.rs");
