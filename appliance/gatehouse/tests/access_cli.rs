@@ -5,15 +5,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use gatehouse_gate_proto::Reason;
-use gatehouse_store::schema::db_path;
 use gatehouse_store::{AccessLog, LogEntry, LogSource, Store};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
-const GATEHOUSE: &str = env!("CARGO_BIN_EXE_gatehouse");
+mod cli_support;
+
+use cli_support::{contains, field, stderr, stdout, CliSite, GATEHOUSE, TUNNEL};
 
 /// Written as typed on the card; it must appear nowhere but on our command lines.
 const ACC_ID: &str = "0004123456";
@@ -21,104 +22,14 @@ const ACC_ID: &str = "0004123456";
 const ACC_ID_BYTES: [u8; 4] = [0x00, 0x3e, 0xeb, 0x40];
 const ACC_ID_HEX: &str = "0x04D2E3F4A5B6C7";
 
-struct Site {
-    _dir: tempfile::TempDir,
-    config: PathBuf,
-    data: PathBuf,
-}
-
 /// A config under a fresh tempdir, written the way tests/cli.rs writes its configs.
-fn site() -> Site {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("gatehouse.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[general]\ndata_dir = \"{}\"\n[tunnel]\nmode = \"userspace\"\naddress = \"10.77.0.1/24\"\n\
-             public_endpoint = \"vpn.example.net:51820\"\n[hub]\nhttp_listen = \"127.0.0.1:18080\"\ngate_tcp_listen = \"0.0.0.0:17300\"\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    Site {
-        _dir: dir,
-        config,
-        data,
-    }
+fn site() -> CliSite {
+    CliSite::new(&format!(
+        "{TUNNEL}[hub]\nhttp_listen = \"127.0.0.1:18080\"\ngate_tcp_listen = \"0.0.0.0:17300\"\n"
+    ))
 }
 
-impl Site {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(GATEHOUSE)
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "{args:?} failed: {}{}",
-            stdout(&o),
-            stderr(&o)
-        );
-        stdout(&o)
-    }
-
-    /// Runs a command that must fail with exit code 1 and one line naming `want`.
-    fn fails(&self, args: &[&str], want: &str) {
-        let o = self.run(args);
-        let e = stderr(&o);
-        assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
-        assert!(e.contains(want), "{args:?}: wanted {want:?} in {e:?}");
-        assert_eq!(e.trim_end().lines().count(), 1, "{args:?}: one line: {e}");
-        assert!(!e.contains("panicked"), "{e}");
-    }
-
-    /// Every byte the site keeps on disk (database, WAL, site key).
-    fn files(&self) -> Vec<(PathBuf, Vec<u8>)> {
-        std::fs::read_dir(&self.data)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_file())
-            .map(|p| {
-                let b = std::fs::read(&p).unwrap();
-                (p, b)
-            })
-            .collect()
-    }
-
-    fn db_bytes(&self) -> Vec<u8> {
-        std::fs::read(db_path(&self.data)).unwrap()
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// The value printed after `label:` by `gate add`.
-fn field<'a>(out: &'a str, label: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.trim_start().strip_prefix(label))
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("no {label:?} in {out}"))
-}
-
-fn assert_no_raw_id(site: &Site, text: &str) {
+fn assert_no_raw_id(site: &CliSite, text: &str) {
     for needle in [
         ACC_ID,
         "4123456",
@@ -129,7 +40,7 @@ fn assert_no_raw_id(site: &Site, text: &str) {
     ] {
         assert!(!text.contains(needle), "raw card id {needle} in: {text}");
     }
-    for (path, bytes) in site.files() {
+    for (path, bytes) in site.data_files() {
         for needle in [
             ACC_ID.as_bytes(),
             b"4123456".as_slice(),
@@ -755,10 +666,8 @@ fn log_tail_follow_prints_only_new_rows_with_n_0() {
         .gate
         .id;
     log_one(&s.data, gate, Reason::AntiPassback);
-    let mut child = Command::new(GATEHOUSE)
-        .arg("--config")
-        .arg(&s.config)
-        .args(["log", "tail", "-n", "0", "--follow"])
+    let mut child = s
+        .command(&["log", "tail", "-n", "0", "--follow"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -7,103 +7,16 @@
 use gatehouse_hub::admin::password;
 use gatehouse_store::admin::AdminRole;
 use gatehouse_store::Store;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 
-const GATEHOUSE: &str = env!("CARGO_BIN_EXE_gatehouse");
+mod cli_support;
+
+use cli_support::{failed, stderr as err, stdout as out, CliSite, TUNNEL};
+
 const PASSWORD: &str = "a long and boring passphrase";
 
-struct Site {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    data: PathBuf,
-}
-
-fn site() -> Site {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("gatehouse.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[general]\ndata_dir = \"{}\"\n[tunnel]\nmode = \"userspace\"\naddress = \"10.77.0.1/24\"\n\
-             public_endpoint = \"vpn.example.net:51820\"\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    Site { dir, config, data }
-}
-
-impl Site {
-    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(GATEHOUSE)
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.run_with_stdin(args, "")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(o.status.success(), "{args:?}: {}{}", out(&o), err(&o));
-        out(&o)
-    }
-
-    /// Must fail with exit code 1 and one line containing `want`.
-    fn fails(&self, o: Output, want: &str) {
-        let e = err(&o);
-        assert_eq!(o.status.code(), Some(1), "{e}");
-        assert!(e.contains(want), "wanted {want:?} in {e:?}");
-        assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
-        assert!(!e.contains("panicked"), "{e}");
-    }
-
-    fn password_file(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-
-    fn store(&self) -> Store {
-        Store::open(&self.data).unwrap()
-    }
-
-    fn disk_holds(&self, needle: &[u8]) -> bool {
-        std::fs::read_dir(&self.data)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_file())
-            .any(|p| contains(&std::fs::read(p).unwrap(), needle))
-    }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+fn site() -> CliSite {
+    CliSite::new(TUNNEL)
 }
 
 fn path(p: &Path) -> &str {
@@ -113,7 +26,7 @@ fn path(p: &Path) -> &str {
 #[test]
 fn admin_add_with_a_password_file_stores_only_an_argon2id_hash() {
     let s = site();
-    let file = s.password_file("pw", &format!("{PASSWORD}\n"));
+    let file = s.file("pw", &format!("{PASSWORD}\n"));
     let o = s.ok(&[
         "admin",
         "add",
@@ -149,7 +62,7 @@ fn admin_add_with_a_password_file_stores_only_an_argon2id_hash() {
 #[test]
 fn a_short_password_is_refused_with_the_rule_and_nothing_is_saved() {
     let s = site();
-    let file = s.password_file("pw", "too short\n");
+    let file = s.file("pw", "too short\n");
     let o = s.run(&[
         "admin",
         "add",
@@ -159,12 +72,12 @@ fn a_short_password_is_refused_with_the_rule_and_nothing_is_saved() {
         "--password-file",
         path(&file),
     ]);
-    s.fails(o, "at least 12 characters");
+    failed(&o, "at least 12 characters", "admin add");
     assert!(s.store().admin_by_name("bob").unwrap().is_none());
     assert!(s.store().list_admins().unwrap().is_empty());
     // From stdin (no terminal) the same rule applies.
     let o = s.run_with_stdin(&["admin", "add", "bob", "--role", "operator"], "short\n");
-    s.fails(o, "at least 12 characters");
+    failed(&o, "at least 12 characters", "admin add");
     assert!(s.store().list_admins().unwrap().is_empty());
     // A missing file is one line too.
     let o = s.run(&[
@@ -176,13 +89,13 @@ fn a_short_password_is_refused_with_the_rule_and_nothing_is_saved() {
         "--password-file",
         "/nonexistent/pw",
     ]);
-    s.fails(o, "cannot read the password file");
+    failed(&o, "cannot read the password file", "admin add");
 }
 
 #[test]
 fn a_duplicate_name_is_refused() {
     let s = site();
-    let file = s.password_file("pw", PASSWORD);
+    let file = s.file("pw", PASSWORD);
     s.ok(&[
         "admin",
         "add",
@@ -201,7 +114,7 @@ fn a_duplicate_name_is_refused() {
         "--password-file",
         path(&file),
     ]);
-    s.fails(o, "an admin named \"alice\" already exists");
+    failed(&o, "an admin named \"alice\" already exists", "admin add");
     let admins = s.store().list_admins().unwrap();
     assert_eq!(admins.len(), 1);
     assert_eq!(admins[0].role, AdminRole::Admin);
@@ -210,7 +123,7 @@ fn a_duplicate_name_is_refused() {
 #[test]
 fn passwd_disable_enable_remove() {
     let s = site();
-    let file = s.password_file("pw", PASSWORD);
+    let file = s.file("pw", PASSWORD);
     s.ok(&[
         "admin",
         "add",
@@ -259,7 +172,7 @@ fn passwd_disable_enable_remove() {
     assert!(store.admin(id).unwrap().is_none());
 
     let o = s.run(&["admin", "remove", "ivan"]);
-    s.fails(o, "no admin is named \"ivan\"");
+    failed(&o, "no admin is named \"ivan\"", "admin remove");
     let o = s.run(&["admin", "passwd", "nobody"]);
-    s.fails(o, "no admin is named \"nobody\"");
+    failed(&o, "no admin is named \"nobody\"", "admin passwd");
 }

@@ -8,130 +8,29 @@
 use gatehouse_alerts::model::{EventId, Lifecycle, NewEvent, ReceiverConfig, Severity, SourceKind};
 use gatehouse_store::events::{IngestItem, PlannedDelivery};
 use gatehouse_store::schema::db_path;
-use gatehouse_store::Store;
 use gatehouse_testpeers::{Faults, SmtpSink, WebhookReceiver};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-const GATEHOUSE: &str = env!("CARGO_BIN_EXE_gatehouse");
+mod cli_support;
 
-struct Site {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    data: PathBuf,
-}
+use cli_support::{contains, field, stderr, stdout, CliSite, TUNNEL};
 
-fn site() -> Site {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("gatehouse.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[general]\ndata_dir = \"{}\"\n[tunnel]\nmode = \"userspace\"\naddress = \"10.77.0.1/24\"\n\
-             public_endpoint = \"vpn.example.net:51820\"\n[hub]\nhttp_listen = \"127.0.0.1:18080\"\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    Site { dir, config, data }
-}
-
-impl Site {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(GATEHOUSE)
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env_remove("SUDO_USER")
-            .env("USER", "carol")
-            .output()
-            .unwrap()
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "{args:?} failed: {}{}",
-            stdout(&o),
-            stderr(&o)
-        );
-        stdout(&o)
-    }
-
-    /// Runs a command that must fail with exit code 1 and one line naming `want`.
-    fn fails(&self, args: &[&str], want: &str) -> String {
-        let o = self.run(args);
-        let e = stderr(&o);
-        assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
-        assert!(e.contains(want), "{args:?}: wanted {want:?} in {e:?}");
-        assert_eq!(e.trim_end().lines().count(), 1, "{args:?}: one line: {e}");
-        assert!(!e.contains("panicked"), "{e}");
-        e
-    }
-
-    fn store(&self) -> Store {
-        Store::open(&self.data).unwrap()
-    }
-
-    /// A file in the site's directory holding `text`.
-    fn file(&self, name: &str, text: &str) -> String {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p.display().to_string()
-    }
-
-    /// Every byte the site keeps on disk (database, WAL, site key).
-    fn disk(&self) -> Vec<u8> {
-        std::fs::read_dir(&self.data)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_file())
-            .flat_map(|p| std::fs::read(p).unwrap())
-            .collect()
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The value printed after `label` (a line starting with it, after indentation).
-fn field<'a>(out: &'a str, label: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.trim_start().strip_prefix(label))
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("no {label:?} in {out}"))
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+fn site() -> CliSite {
+    CliSite::new(&format!(
+        "{TUNNEL}[hub]\nhttp_listen = \"127.0.0.1:18080\"\n"
+    ))
+    .run_as("carol")
 }
 
 /// Runs the CLI off the async runtime (the peers it talks to run on it).
-async fn run_async(site: &Site, args: &[&str]) -> Output {
-    let config = site.config.clone();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(GATEHOUSE)
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .env_remove("SUDO_USER")
-            .env("USER", "carol")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+async fn run_async(site: &CliSite, args: &[&str]) -> Output {
+    let mut command = site.command(args);
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
 }
 
 #[test]
@@ -278,8 +177,8 @@ async fn receivers_are_added_listed_without_secrets_tested_and_removed() {
     .await
     .unwrap();
     let sink = SmtpSink::start().await.unwrap();
-    let password = site.file("smtp.pw", "smtp-s3cret\n");
-    let token = site.file("ntfy.token", "tk_s3cret\n");
+    let password = site.file("smtp.pw", "smtp-s3cret\n").display().to_string();
+    let token = site.file("ntfy.token", "tk_s3cret\n").display().to_string();
     let smtp = format!("127.0.0.1:{}", sink.port());
     let hook_url = hook.url();
     let down_url = down.url();
@@ -844,7 +743,7 @@ fn silences_are_added_listed_and_expired() {
 
 /// Stores events as the hub's writer would: each with a console notification from the
 /// default rule (delivered when committed).
-fn ingest(site: &Site, events: &[(&str, Severity, &str, &str)]) -> Vec<EventId> {
+fn ingest(site: &CliSite, events: &[(&str, Severity, &str, &str)]) -> Vec<EventId> {
     let store = site.store();
     let console = store.console_receiver_id().unwrap().unwrap();
     let now = OffsetDateTime::now_utc();

@@ -2,38 +2,11 @@
 //! can cause (a broken config file, bad peer arguments), each saying what is wrong.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-const GATEHOUSE: &str = env!("CARGO_BIN_EXE_gatehouse");
+mod cli_support;
 
-fn gatehouse(config: &Path, args: &[&str]) -> Output {
-    Command::new(GATEHOUSE)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A config for the userspace tunnel under `dir`, plus `extra` appended to [tunnel].
-fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
-    let path = dir.join("gatehouse.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[general]\ndata_dir = \"{}\"\n[tunnel]\nmode = \"userspace\"\naddress = \"10.77.0.1/24\"\n\
-             public_endpoint = \"vpn.example.net:51820\"\n{extra}",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    path
-}
+use cli_support::{gatehouse, stderr, write_config, GATEHOUSE, TUNNEL};
 
 #[test]
 fn version_and_help_name_every_subcommand() {
@@ -71,7 +44,7 @@ fn broken_config_names_file_key_and_expectation() {
         ("mode = \"kernel\"\n", "mode"),
     ];
     for (extra, key) in cases {
-        let config = write_config(dir.path(), extra);
+        let config = write_config(dir.path(), &format!("{TUNNEL}{extra}"));
         let o = gatehouse(&config, &["tunnel"]);
         assert_eq!(o.status.code(), Some(1), "{extra}");
         let e = stderr(&o);
@@ -97,7 +70,7 @@ fn broken_config_names_file_key_and_expectation() {
 #[test]
 fn peer_add_errors_are_clear_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "");
+    let config = write_config(dir.path(), TUNNEL);
     let ok = gatehouse(&config, &["peer", "add", "ada", "--role", "admin"]);
     assert!(ok.status.success(), "{}", stderr(&ok));
     let store = dir.path().join("data").join("wg0.conf");

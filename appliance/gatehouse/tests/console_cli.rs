@@ -6,72 +6,22 @@
 
 use gatehouse_hub::admin::password;
 use gatehouse_store::admin::{EnrolOutcome, EnrolToken, Enrolment};
-use gatehouse_store::Store;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-const GATEHOUSE: &str = env!("CARGO_BIN_EXE_gatehouse");
+mod cli_support;
 
-struct Site {
-    _dir: tempfile::TempDir,
-    config: PathBuf,
-    data: PathBuf,
-}
+use cli_support::{stderr as err, stdout as out, CliSite, TUNNEL};
 
 /// A config whose console is HTTPS on `https` (not bound by these commands), with the
 /// tunnel forwarding port 443 to it.
-fn site(https: &str) -> Site {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("gatehouse.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[general]\ndata_dir = \"{}\"\n[tunnel]\nmode = \"userspace\"\naddress = \"10.77.0.1/24\"\n\
-             public_endpoint = \"vpn.example.net:51820\"\n\
-             [[tunnel.service]]\nname = \"console-https\"\nport = 443\ntarget = \"127.0.0.1:18443\"\n\
-             [hub]\nhttp_listen = \"127.0.0.1:0\"\nhttps_listen = \"{https}\"\ngate_tcp_listen = \"\"\n\
-             [hub.mqtt]\nmode = \"off\"\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    Site {
-        _dir: dir,
-        config,
-        data,
-    }
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-impl Site {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(GATEHOUSE)
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(o.status.success(), "{args:?}: {}{}", out(&o), err(&o));
-        out(&o)
-    }
-
-    fn store(&self) -> Store {
-        Store::open(&self.data).unwrap()
-    }
+fn site(https: &str) -> CliSite {
+    CliSite::new(&format!(
+        "{TUNNEL}[[tunnel.service]]\nname = \"console-https\"\nport = 443\ntarget = \"127.0.0.1:18443\"\n\
+         [hub]\nhttp_listen = \"127.0.0.1:0\"\nhttps_listen = \"{https}\"\ngate_tcp_listen = \"\"\n\
+         [hub.mqtt]\nmode = \"off\"\n"
+    ))
 }
 
 /// The value after `label` on its line of `text`.
@@ -186,11 +136,9 @@ fn enrol_token_is_printed_once_replaced_and_refused_once_an_admin_exists() {
 }
 
 /// Runs `gatehouse hub` until its banner is complete; returns the banner, then stops it.
-fn hub_banner(s: &Site) -> String {
-    let mut child = Command::new(GATEHOUSE)
-        .arg("--config")
-        .arg(&s.config)
-        .arg("hub")
+fn hub_banner(s: &CliSite) -> String {
+    let mut child = s
+        .command(&["hub"])
         .env("GATEHOUSE_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -3,37 +3,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use gatehouse_lora_proto::air::AirClient;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const GATEHOUSE: &str = env!("CARGO_BIN_EXE_gatehouse");
+mod cli_support;
 
-fn config(dir: &Path, extra: &str) -> std::path::PathBuf {
-    let path = dir.join("gatehouse.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[general]\ndata_dir = \"{}\"\n{extra}",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
+use cli_support::{gatehouse, stderr, write_config, GATEHOUSE};
+
+fn config(dir: &Path, extra: &str) -> PathBuf {
+    let path = write_config(dir, extra);
     std::fs::create_dir_all(dir.join("data")).unwrap();
     path
 }
 
 fn run(config: &Path, args: &[&str]) -> (bool, String) {
-    let o = Command::new(GATEHOUSE)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    let o = gatehouse(config, args);
+    (o.status.success(), stderr(&o))
 }
 
 #[test]

@@ -4,65 +4,22 @@
 //! can cause (exit 1, one line naming the problem, nothing saved).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cli_support;
+
+use cli_support::CliSite;
 use gatehouse_store::Store;
-use std::path::PathBuf;
-use std::process::{Command, Output};
 
-const GATEHOUSE: &str = env!("CARGO_BIN_EXE_gatehouse");
-
-struct Site {
-    _dir: tempfile::TempDir,
-    config: PathBuf,
-    data: PathBuf,
+fn site() -> CliSite {
+    CliSite::new("[lora]\nfrequency_hz = 869525000\nspreading_factor = 9\n")
 }
 
-fn site() -> Site {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("gatehouse.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[general]\ndata_dir = \"{}\"\n[lora]\nfrequency_hz = 869525000\nspreading_factor = 9\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    Site {
-        _dir: dir,
-        config,
-        data,
-    }
-}
-
-impl Site {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(GATEHOUSE)
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "{args:?} failed: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    fn fails(&self, args: &[&str], want: &str) {
-        let o = self.run(args);
-        let e = String::from_utf8_lossy(&o.stderr);
-        assert_ne!(o.status.code(), Some(0), "{args:?}: {e}");
-        assert!(e.contains(want), "{args:?}: wanted {want:?} in {e:?}");
-        assert!(!e.contains("panicked"), "{e}");
-    }
+/// Exits non-zero naming `want` (the shared `CliSite::fails` asks exit 1 and one line too).
+fn fails(site: &CliSite, args: &[&str], want: &str) {
+    let o = site.run(args);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "{args:?}: {e}");
+    assert!(e.contains(want), "{args:?}: wanted {want:?} in {e:?}");
+    assert!(!e.contains("panicked"), "{e}");
 }
 
 /// The value of `key = ...` in a TOML block (strings unquoted).
@@ -126,15 +83,18 @@ fn sensors_are_added_listed_and_retired_from_the_shell() {
     site.ok(&["sensor", "remove", "hall-pir"]);
     assert_eq!(store.list_sensors().unwrap().len(), 1);
 
-    site.fails(
+    fails(
+        &site,
         &["sensor", "add", "front-door", "--kind", "door"],
         "already taken",
     );
-    site.fails(
+    fails(
+        &site,
         &["sensor", "add", "garage", "--kind", "garage"],
         "door, pir, smoke, temp",
     );
-    site.fails(
+    fails(
+        &site,
         &[
             "sensor",
             "add",
@@ -146,6 +106,6 @@ fn sensors_are_added_listed_and_retired_from_the_shell() {
         ],
         "5m",
     );
-    site.fails(&["sensor", "remove", "nope"], "no such sensor");
+    fails(&site, &["sensor", "remove", "nope"], "no such sensor");
     assert_eq!(store.list_sensors().unwrap().len(), 1);
 }
