@@ -15,7 +15,7 @@
 //! node's threshold and falls back; a PIR detects motion (its alarm has no end).
 
 use crate::args::SimConfig;
-use crate::provisioning::{SensorKind as Kind, SensorSpec};
+use crate::provisioning::SensorSpec;
 use crate::rng::SplitMix64;
 use crate::summary::NodeReport;
 use gatehouse_lora_proto::air::AirClient;
@@ -73,15 +73,6 @@ struct Scripted {
     raise: bool,
 }
 
-fn core_kind(k: Kind) -> SensorKind {
-    match k {
-        Kind::Door => SensorKind::Door,
-        Kind::Pir => SensorKind::Pir,
-        Kind::Smoke => SensorKind::Smoke,
-        Kind::Temp => SensorKind::Temp,
-    }
-}
-
 /// The node's inputs over the run, in time order.
 fn script(
     spec: &SensorSpec,
@@ -96,10 +87,10 @@ fn script(
     };
     let mut s = vec![at_start(Input::Battery { mv: 3_000 })];
     match spec.kind {
-        Kind::Door => s.push(at_start(Input::Contact { open: false })),
-        Kind::Pir => {}
-        Kind::Smoke => s.push(at_start(Input::Smoke { detected: false })),
-        Kind::Temp => {
+        SensorKind::Door => s.push(at_start(Input::Contact { open: false })),
+        SensorKind::Pir => {}
+        SensorKind::Smoke => s.push(at_start(Input::Smoke { detected: false })),
+        SensorKind::Temp => {
             s.push(at_start(Input::Temperature {
                 centi_c: TEMP_NORMAL,
             }));
@@ -111,16 +102,16 @@ fn script(
         let mut at = start + Duration::from_millis(rng.below(every_ms));
         while at < cfg.duration {
             let (raise, end) = match spec.kind {
-                Kind::Door => (
+                SensorKind::Door => (
                     Input::Contact { open: true },
                     Some(Input::Contact { open: false }),
                 ),
-                Kind::Pir => (Input::Motion, None),
-                Kind::Smoke => (
+                SensorKind::Pir => (Input::Motion, None),
+                SensorKind::Smoke => (
                     Input::Smoke { detected: true },
                     Some(Input::Smoke { detected: false }),
                 ),
-                Kind::Temp => (
+                SensorKind::Temp => (
                     Input::Temperature { centi_c: TEMP_HIGH },
                     Some(Input::Temperature {
                         centi_c: TEMP_NORMAL,
@@ -157,7 +148,7 @@ fn node_config(spec: &SensorSpec, cfg: &SimConfig) -> Result<NodeConfig, NodeErr
     let mut c = NodeConfig::new(
         DevAddr(spec.dev_addr),
         Key(spec.key),
-        core_kind(spec.kind),
+        spec.kind,
         RadioParams {
             freq_hz: spec.frequency_hz,
             modulation,

@@ -47,35 +47,8 @@ pub enum ProvisioningError {
     },
 }
 
-/// What a node senses, which decides the alarm it raises (proto/lora alarm kinds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SensorKind {
-    Door,
-    Pir,
-    Smoke,
-    Temp,
-}
-
-impl SensorKind {
-    fn parse(s: &str) -> Option<SensorKind> {
-        Some(match s {
-            "door" => SensorKind::Door,
-            "pir" => SensorKind::Pir,
-            "smoke" => SensorKind::Smoke,
-            "temp" => SensorKind::Temp,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SensorKind::Door => "door",
-            SensorKind::Pir => "pir",
-            SensorKind::Smoke => "smoke",
-            SensorKind::Temp => "temp",
-        }
-    }
-}
+/// What a node senses: the core's kind (one list of kinds and their names).
+pub use lora_node_core::SensorKind;
 
 /// One simulated node's identity and link settings.
 #[derive(Clone, PartialEq, Eq)]
