@@ -234,9 +234,8 @@ fn two_hundred_nodes_through_air_forwarder_and_hub() {
     // ---- ... and arrived as events ------------------------------------------------------
     // (sensor, alarm_id) of every alarm message (raise or end) acknowledged: each must be
     // an event `sensor.alarm.*` from that sensor with external id `alarm:<alarm_id>:<fcnt>`
-    // (retransmissions fold into it). The firmware gives an alarm's end its own alarm_id
-    // (lora-node-core), so an end is an event of its own unless the hub folds it into
-    // the raise's; a set of (sensor, id) holds either way.
+    // (retransmissions fold into it). An alarm's end is sent under its raise's alarm_id
+    // (lora-node-core), so the hub ends the raise's event with it.
     // Every alarm event must be one a node sent (acknowledged, or cut off by --silence
     // after the hub took it).
     let ids = |key: &str| -> BTreeSet<(String, String)> {

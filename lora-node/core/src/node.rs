@@ -230,7 +230,12 @@ struct PendingAlarm {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sent {
-    Alarm { alarm_id: u16 },
+    /// An alarm is named by its id and whether it is a raise or an end (an end shares
+    /// its raise's id).
+    Alarm {
+        alarm_id: u16,
+        active: bool,
+    },
     Heartbeat,
     Report,
 }
@@ -557,7 +562,7 @@ impl<S: Storage> Node<S> {
 
         let acked = downlink.ack_fcnt == Some(fcnt);
         match sent {
-            Sent::Alarm { alarm_id } if acked => self.alarm_acked(alarm_id),
+            Sent::Alarm { alarm_id, active } if acked => self.alarm_acked(alarm_id, active),
             other => self.unacknowledged(now_ms, other),
         }
         if let Command::SetHeartbeatInterval { seconds } = downlink.command {
@@ -600,8 +605,8 @@ impl<S: Storage> Node<S> {
     /// a failed heartbeat is retried soon).
     fn unacknowledged(&mut self, now_ms: u64, sent: Sent) {
         match sent {
-            Sent::Alarm { alarm_id } => {
-                let Some(i) = self.alarm_index(alarm_id) else {
+            Sent::Alarm { alarm_id, active } => {
+                let Some(i) = self.alarm_index(alarm_id, active) else {
                     return;
                 };
                 let retries = self.config.alarm_retries;
@@ -635,8 +640,8 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    fn alarm_acked(&mut self, alarm_id: u16) {
-        if let Some(i) = self.alarm_index(alarm_id) {
+    fn alarm_acked(&mut self, alarm_id: u16, active: bool) {
+        if let Some(i) = self.alarm_index(alarm_id, active) {
             let alarm = self.alarms.remove(i);
             self.stats.alarms_acked += 1;
             self.push_event(Event::AlarmAcked {
@@ -648,10 +653,10 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    fn alarm_index(&self, alarm_id: u16) -> Option<usize> {
+    fn alarm_index(&self, alarm_id: u16, active: bool) -> Option<usize> {
         self.alarms
             .iter()
-            .position(|a| a.alarm_id == Some(alarm_id))
+            .position(|a| a.alarm_id == Some(alarm_id) && a.active == active)
     }
 
     /// Queues an alarm; an unsent one of the same kind and state just takes the new value.
@@ -773,16 +778,21 @@ impl<S: Storage> Node<S> {
             let sent = match candidate {
                 Candidate::Alarm(i) => {
                     self.stats.alarm_transmissions += 1;
-                    let mut alarm_id = 0;
+                    let (mut alarm_id, mut active) = (0, true);
                     let first_id = self.alarms.get(i).map(|a| self.alarm_id_of(a, fcnt));
                     if let (Some(a), Some(id)) = (self.alarms.get_mut(i), first_id) {
+                        let first = a.alarm_id.is_none();
                         alarm_id = *a.alarm_id.get_or_insert(id);
+                        active = a.active;
                         a.attempts = a.attempts.saturating_add(1);
                         a.next_at_ms = u64::MAX;
-                        let slot = usize::from(a.kind.code()) % 8;
-                        self.raised_ids[slot] = a.active.then_some(alarm_id);
+                        if first {
+                            // A raise opens its kind's id; its end (sent under it) closes it.
+                            let slot = usize::from(a.kind.code()) % 8;
+                            self.raised_ids[slot] = active.then_some(alarm_id);
+                        }
                     }
-                    Sent::Alarm { alarm_id }
+                    Sent::Alarm { alarm_id, active }
                 }
                 Candidate::Heartbeat => {
                     self.stats.heartbeats_sent += 1;

@@ -25,7 +25,7 @@ use gatehouse_lora_proto::{
 use lora_node_core::{
     Action, Event, Input, MemStorage, Node, NodeConfig, RadioParams, SensorKind, Transmit,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -259,11 +259,12 @@ pub fn run(
     })?;
     // The last transmission of each alarm, and the one the hub acknowledged last: what
     // --replay sends (the hub certainly accepted it, so its counter is certainly old).
-    let mut alarm_frames: HashMap<u16, Vec<u8>> = HashMap::new();
+    // Keyed by (alarm id, active): an alarm's end is sent under its raise's id.
+    let mut alarm_frames: HashMap<(u16, bool), Vec<u8>> = HashMap::new();
     let mut acked_frame: Option<Vec<u8>> = None;
     let mut panic_pressed = false;
-    // alarm_id -> active, of every alarm sent (to count each once).
-    let mut sent_alarms: HashMap<u16, bool> = HashMap::new();
+    // (alarm_id, active) of every alarm sent (to count each once).
+    let mut sent_alarms: HashSet<(u16, bool)> = HashSet::new();
     let modulation = node.config().radio.modulation;
 
     loop {
@@ -327,8 +328,8 @@ pub fn run(
             Action::Transmit(tx) => {
                 radio.listen(false).map_err(air_err)?;
                 let end_us = radio.send(&tx.bytes, tx.airtime_us).map_err(air_err)?;
-                if let Some(alarm_id) = account(&mut report, &tx, &spec, &mut sent_alarms) {
-                    alarm_frames.insert(alarm_id, tx.bytes.to_vec());
+                if let Some(alarm) = account(&mut report, &tx, &spec, &mut sent_alarms) {
+                    alarm_frames.insert(alarm, tx.bytes.to_vec());
                 }
                 node.tx_done(end_us.div_ceil(1_000));
             }
@@ -395,7 +396,7 @@ pub fn run(
                     alarm_id, active, ..
                 } => {
                     report.alarms_acked += 1;
-                    if let Some(bytes) = alarm_frames.remove(&alarm_id) {
+                    if let Some(bytes) = alarm_frames.remove(&(alarm_id, active)) {
                         acked_frame = Some(bytes);
                     }
                     report
@@ -431,24 +432,24 @@ pub fn run(
 }
 
 /// Counts a transmission: its type, and a new alarm the first time its id goes out.
-/// Returns the alarm id of an alarm frame.
+/// Returns the (alarm id, active) of an alarm frame.
 fn account(
     report: &mut NodeReport,
     tx: &Transmit,
     spec: &SensorSpec,
-    sent_alarms: &mut HashMap<u16, bool>,
-) -> Option<u16> {
+    sent_alarms: &mut HashSet<(u16, bool)>,
+) -> Option<(u16, bool)> {
     report.frames += 1;
     match open(&tx.bytes, &Key(spec.key), Dir::Up).map(|f| f.payload) {
         Ok(Payload::Alarm(a)) => {
             report.alarm_frames += 1;
-            if sent_alarms.insert(a.alarm_id, a.active).is_none() {
+            if sent_alarms.insert((a.alarm_id, a.active)) {
                 report.alarms_sent += 1;
                 report
                     .alarm_ids_sent
                     .push(format!("{}:{}", a.alarm_id, u8::from(a.active)));
             }
-            return Some(a.alarm_id);
+            return Some((a.alarm_id, a.active));
         }
         Ok(Payload::Report(_)) => report.reports += 1,
         Ok(Payload::Heartbeat(_)) => report.heartbeats += 1,
