@@ -8,8 +8,8 @@ DEV_CONFIG := config/dev.toml
 # The workflows are sequences (deps, then build, then run); never interleave them under -j.
 .NOTPARALLEL:
 
-.PHONY: help deps deps-bench build run test fmt fmt-check clippy nextest test-timers test-gate-fw \
-	test-lora-node firmware \
+.PHONY: help deps deps-bench build run test test-board fmt fmt-check clippy nextest test-timers test-gate-fw \
+	test-lora-node firmware cross test-cross \
 	bench-tunnel bench-access clean
 
 help:
@@ -18,9 +18,15 @@ help:
 	@echo "make deps          install missing Debian packages and cargo-nextest (idempotent)"
 	@echo "make build         cargo build --release -p gatehouse"
 	@echo "make firmware      cross-build the sensor-node boards (nRF52840, STM32WL), print flash/RAM"
+	@echo "make cross         cross-build gatehouse for the box (aarch64, Debian toolchain) into target/cross"
+	@echo "make test-cross    run that binary under qemu-user: --version, check-config, a gatehouse up self-test"
 	@echo "make test-lora-node sensor-node core + simulator tests, and the core on a Cortex-M4 under QEMU"
 	@echo "make bench-tunnel  WireGuard throughput/CPU benchmark against wireguard-go and boringtun-cli (root)"
 	@echo "make bench-access  gate transports (HTTP, TCP, MQTT): decisions/s, latency, hub RSS (CARDS= LOG_ROWS= DURATION= to scale)"
+	@echo "make test-board    offline checks of board/: units, nftables, mosquitto, genimage, RAUC, first boot"
+	@echo "make image BOARD=rpi4_64|qemu_aarch64  build the SD image with Buildroot into output/BOARD (needs internet)"
+	@echo "make qemu          boot output/qemu_aarch64/images (UDP 51820 -> WireGuard, TCP 8443 -> console)"
+	@echo "make test-buildroot offline checks of buildroot/: BR2_ symbols against br2-symbols.txt, coding style"
 	@echo "make fmt | clippy | clean"
 
 deps:
@@ -36,7 +42,7 @@ build: deps
 run: build
 	$(GATEHOUSE) --config $(DEV_CONFIG) up
 
-test: deps fmt-check clippy test-lora-node nextest test-timers test-gate-fw firmware
+test: deps fmt-check clippy test-lora-node nextest test-timers test-gate-fw firmware test-board test-buildroot
 
 fmt:
 	$(CARGO) fmt --all
@@ -76,6 +82,14 @@ test-lora-node:
 firmware: deps
 	scripts/firmware.sh
 
+# The gateway's own binary for its CPU (aarch64), in its own target dir (target/cross);
+# prints size and build time. test-cross runs it under qemu-aarch64-static (scripts/cross.sh).
+cross: deps
+	scripts/cross.sh
+
+test-cross: cross
+	scripts/cross.sh test
+
 bench-tunnel: deps-bench
 	$(CARGO) build --release -p gatehouse
 	scripts/bench-tunnel.sh
@@ -86,5 +100,29 @@ bench-access: deps
 	cd gate-fw && $(CARGO) build --release -p gate-sim
 	scripts/bench-access.sh
 
+# The offline checks of board/ (what goes into the SD image): shellcheck, systemd-analyze
+# verify, nft -c, mosquitto with our config, genimage + RAUC bundle on dummy inputs, the
+# image's config and first boot against the gatehouse binary (a debug build, or
+# GATEHOUSE_BIN). One line per check; see scripts/check-image-files.sh.
+test-board: deps
+	$(CARGO) build -p gatehouse
+	scripts/check-image-files.sh
+
 clean:
 	$(CARGO) clean
+
+# The SD image (issue 7): Buildroot, pinned and verified, with buildroot/ as BR2_EXTERNAL;
+# downloads into .cache/, builds into output/$(BOARD)/. See buildroot/README.md.
+.PHONY: image qemu test-buildroot
+BOARD ?= rpi4_64
+image:
+	scripts/image.sh build $(BOARD)
+
+qemu:
+	scripts/image.sh qemu
+
+# Offline, seconds: the symbol and style checks, then their self-test (each deliberately
+# broken copy of the tree must fail).
+test-buildroot:
+	scripts/check-br2-symbols.sh
+	scripts/check-br2-symbols.sh --self-test

@@ -55,6 +55,23 @@ debian_packages=(
     lld-19
     binutils-arm-none-eabi
     qemu-system-arm
+    # `make cross` / `make test-cross`: the gateway's aarch64 build and qemu-user.
+    gcc-aarch64-linux-gnu
+    libc6-dev-arm64-cross
+    qemu-user-static
+    file
+    # `make test-board`: the offline checks of board/ (scripts/check-image-files.sh).
+    genimage
+    mtools
+    dosfstools
+    fdisk
+    e2fsprogs
+    rauc
+    squashfs-tools
+    u-boot-tools
+    shellcheck
+    openssl
+    systemd
 )
 if ! command -v node >/dev/null 2>&1; then
     debian_packages+=(nodejs npm)

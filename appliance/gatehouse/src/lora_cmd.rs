@@ -50,6 +50,7 @@ pub fn run(args: &LoraArgs, load: impl FnOnce() -> Result<Config>, log_json: boo
                     "lora.mode is \"off\" in the configuration; set it to \"sim\" or \"sx1262\" under [lora] to run the forwarder"
                 );
             }
+            crate::sd_notify::register("lora");
             run_forwarder(&config, None)
         }
     }
@@ -85,8 +86,12 @@ pub fn run_forwarder(config: &Config, broker: Option<SocketAddr>) -> Result<()> 
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             signals::stopped().await;
+            crate::sd_notify::stopping();
             let _ = stop_tx.send(true);
         });
+        // Proves the forwarder's runtime alive to systemd (a no-op under `gatehouse up`,
+        // where "lora" is not registered).
+        tokio::spawn(crate::sd_notify::prove_lora());
         gatehouse_lora::run(config, broker, stop_rx).await
     })?;
     tracing::info!("LoRa forwarder stopped");

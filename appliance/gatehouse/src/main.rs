@@ -7,6 +7,7 @@ mod alerts_cmd;
 mod console_cmd;
 mod lora_cmd;
 mod peer_cmd;
+mod sd_notify;
 mod sensor_cmd;
 mod signals;
 
@@ -109,9 +110,14 @@ enum Command {
     /// enable, remove.
     #[command(subcommand)]
     Sensor(sensor_cmd::SensorCommand),
+    /// Load and validate the configuration (every key, as the services do at start) and
+    /// print what it enables; exits 1 naming the first bad key.
+    CheckConfig,
 }
 
 fn main() {
+    // Before any thread starts: takes NOTIFY_SOCKET and WATCHDOG_* out of the environment.
+    sd_notify::init_from_env();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("gatehouse: {e:#}");
@@ -163,14 +169,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Silence(cmd) => alerts_cmd::silence(&load(&cli)?, cmd),
         Command::Event(cmd) => alerts_cmd::event(&load(&cli)?, cmd),
         Command::Sensor(cmd) => sensor_cmd::run(&load(&cli)?, cmd),
+        Command::CheckConfig => check_config(&cli.config, &load(&cli)?),
         Command::Tunnel => {
             let config = load(&cli)?;
             init_logging(cli.log_json || config.general.log_format == LogFormat::Json);
+            sd_notify::register("tunnel");
             run_tunnel(&config)
         }
         Command::Hub => {
             let config = load(&cli)?;
             init_logging(cli.log_json || config.general.log_format == LogFormat::Json);
+            sd_notify::register("hub");
             run_hub(config, None)
         }
         Command::Up => {
@@ -182,6 +191,9 @@ fn run(cli: Cli) -> Result<()> {
                     config.general.data_dir.display()
                 )
             })?;
+            // Ready (and the watchdog's pings) need both; LoRa is optional here.
+            sd_notify::register("tunnel");
+            sd_notify::register("hub");
             let hub_config = config.clone();
             let (broker_tx, broker_rx) = std::sync::mpsc::channel();
             let hub = std::thread::Builder::new()
@@ -217,12 +229,32 @@ fn run_tunnel(config: &Config) -> Result<()> {
         port = config.tunnel.listen_port,
         "tunnel up"
     );
-    while let signals::Event::Reload = signals::wait()? {
-        match service.reload() {
-            Ok(n) => tracing::info!(peers = n, "peer store reloaded"),
-            Err(e) => tracing::error!(error = %e, "reload failed; keeping the running peers"),
+    // The loop also proves the tunnel alive to systemd (sd_notify: a UAPI `get`).
+    let uapi = config.uapi_socket();
+    let mut next_proof = sd_notify::next_proof().map(|d| std::time::Instant::now() + d);
+    loop {
+        let event = match next_proof {
+            None => signals::wait()?,
+            Some(at) => match signals::wait_timeout(
+                at.saturating_duration_since(std::time::Instant::now()),
+            )? {
+                Some(e) => e,
+                None => {
+                    sd_notify::prove_tunnel(&uapi);
+                    next_proof = sd_notify::next_proof().map(|d| std::time::Instant::now() + d);
+                    continue;
+                }
+            },
+        };
+        match event {
+            signals::Event::Reload => match service.reload() {
+                Ok(n) => tracing::info!(peers = n, "peer store reloaded"),
+                Err(e) => tracing::error!(error = %e, "reload failed; keeping the running peers"),
+            },
+            signals::Event::Stop => break,
         }
     }
+    sd_notify::stopping();
     service.stop();
     tracing::info!("tunnel stopped");
     Ok(())
@@ -269,6 +301,40 @@ fn run_hub(
         Ok(banner) => eprint!("{banner}"),
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot show the console banner"),
     }
-    rt.block_on(hub.run(signals::stopped()))?;
+    // Proves the hub alive to systemd from its own runtime (sd_notify: GET /healthz).
+    rt.spawn(sd_notify::prove_hub(hub.http_addr()));
+    rt.block_on(hub.run(async {
+        signals::stopped().await;
+        sd_notify::stopping();
+    }))?;
+    Ok(())
+}
+
+/// `gatehouse check-config`: the configuration loaded (and so validated) by the caller.
+fn check_config(path: &std::path::Path, config: &Config) -> Result<()> {
+    let t = &config.tunnel;
+    let h = &config.hub;
+    let or_off = |a: Option<std::net::SocketAddr>| a.map_or("off".to_owned(), |a| a.to_string());
+    println!("{}: ok", path.display());
+    println!("  data_dir   {}", config.general.data_dir.display());
+    println!(
+        "  tunnel     {} mode {}, UDP {}, {} service(s), {} forward(s)",
+        t.interface,
+        format!("{:?}", t.mode).to_lowercase(),
+        t.listen_port,
+        t.services.len(),
+        t.forwards.len()
+    );
+    println!(
+        "  hub        http {}, https {}, gate tcp {}, mqtt {}",
+        h.http_listen,
+        or_off(h.https_listen),
+        or_off(h.gate_tcp_listen),
+        format!("{:?}", h.mqtt.mode).to_lowercase()
+    );
+    println!(
+        "  lora       {}",
+        format!("{:?}", config.lora.mode).to_lowercase()
+    );
     Ok(())
 }

@@ -54,6 +54,18 @@ pub fn wait() -> Result<Event> {
     Ok(rx.recv().unwrap_or(Event::Stop))
 }
 
+/// Like [`wait`], but gives up after `timeout` (`None`).
+pub fn wait_timeout(timeout: std::time::Duration) -> Result<Option<Event>> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let h = hub()?;
+    let rx = h.events.lock().unwrap_or_else(|e| e.into_inner());
+    match rx.recv_timeout(timeout) {
+        Ok(e) => Ok(Some(e)),
+        Err(RecvTimeoutError::Timeout) => Ok(None),
+        Err(RecvTimeoutError::Disconnected) => Ok(Some(Event::Stop)),
+    }
+}
+
 /// Asks every service of this process to stop.
 pub fn request_stop() {
     if let Ok(h) = hub() {
