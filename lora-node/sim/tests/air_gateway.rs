@@ -207,44 +207,6 @@ fn alarms_acked_replays_and_forgeries_told_apart_silenced_node_stops() {
     assert!(n3.frames <= n3.alarm_frames + 2, "{n3:?}");
 }
 
-/// The load of the end-to-end test (appliance/gatehouse/tests/lora_e2e.rs) against the
-/// test's gateway, to see its figures without the forwarder and hub:
-/// `cargo test -p lora-sim --test air_gateway -- --ignored --nocapture`
-/// (LORA_E2E_BW=250000 for 250 kHz).
-#[test]
-#[ignore = "a 200-node run of about a minute; prints figures"]
-fn e2e_load_figures() {
-    let bw: u32 = std::env::var("LORA_E2E_BW")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(125_000);
-    let (summary, s, _) = run_case(
-        200,
-        60,
-        bw,
-        &[
-            "--duration",
-            "30",
-            "--drain",
-            "60",
-            "--alarm-every",
-            "120",
-            "--alarm-backoff-ms",
-            "1000",
-            "--alarm-backoff-max-ms",
-            "8000",
-            "--start-spread",
-            "30",
-            "--replay",
-            "n11",
-            "--forge",
-            "n21",
-        ],
-    );
-    println!("{s:?}");
-    let _ = summary;
-}
-
 /// `Args::try_parse_from` for a slice of &str.
 trait ParseStrs: Sized {
     fn try_parse_from_strs(v: &[&str]) -> Self;
