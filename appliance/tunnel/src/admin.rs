@@ -5,7 +5,9 @@
 
 use crate::client_config::ClientConfig;
 use crate::keys::Key;
-use crate::peer_store::{parse_expiry, validate_name, PeerStore, StoreError, StoredPeer};
+use crate::peer_store::{
+    parse_expiry, validate_name, PeerStore, StoreError, StoreLock, StoredPeer,
+};
 use crate::service::pid_file;
 use crate::uapi::{self, DeviceInfo};
 use gatehouse_config::{Cidr, Config, Role};
@@ -77,6 +79,7 @@ pub fn add_peer(config: &Config, new: &NewPeer) -> Result<Added, AdminError> {
         }
     };
     let t = &config.tunnel;
+    let _only_writer = StoreLock::acquire(&t.peers_file)?;
     let mut store = PeerStore::load_or_create(&t.peers_file, t.listen_port)?;
     if store.find(&new.name).is_some() {
         return Err(AdminError::NameTaken(new.name.clone()));
@@ -126,6 +129,7 @@ pub fn add_peer(config: &Config, new: &NewPeer) -> Result<Added, AdminError> {
 /// device).
 pub fn set_disabled(config: &Config, name: &str, disabled: bool) -> Result<Applied, AdminError> {
     let path = &config.tunnel.peers_file;
+    let _only_writer = StoreLock::acquire(path)?;
     let mut store = PeerStore::load(path)?;
     let p = store
         .find_mut(name)
@@ -138,6 +142,7 @@ pub fn set_disabled(config: &Config, name: &str, disabled: bool) -> Result<Appli
 /// Removes a peer for good; its sessions end at once.
 pub fn remove_peer(config: &Config, name: &str) -> Result<Applied, AdminError> {
     let path = &config.tunnel.peers_file;
+    let _only_writer = StoreLock::acquire(path)?;
     let mut store = PeerStore::load(path)?;
     let key = store
         .find(name)
@@ -220,5 +225,66 @@ pub fn notify(config: &Config) -> Applied {
         Applied::Live(pid as u32)
     } else {
         Applied::Stored
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// Writers in parallel (threads here; the console, the CLI and the tunnel are separate
+    /// processes on the box, which the lock file covers the same way): every change lands.
+    #[test]
+    fn parallel_writers_lose_no_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.general.data_dir = dir.path().join("data");
+        config.tunnel.peers_file = dir.path().join("wg0.conf");
+        config.tunnel.uapi_dir = dir.path().join("run");
+        let config = std::sync::Arc::new(config);
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    add_peer(
+                        &config,
+                        &NewPeer {
+                            name: format!("peer-{i}"),
+                            role: Role::Installer,
+                            expires: None,
+                            public_key: None,
+                        },
+                    )
+                    .unwrap()
+                })
+            })
+            .collect();
+        let added: Vec<Added> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(added.iter().all(|a| a.applied == Applied::Stored));
+        let store = PeerStore::load(&config.tunnel.peers_file).unwrap();
+        let mut names: Vec<String> = store.peers.iter().filter_map(|p| p.name.clone()).collect();
+        names.sort();
+        let want: Vec<String> = (0..8).map(|i| format!("peer-{i}")).collect();
+        assert_eq!(names, want);
+        // Each got its own address.
+        let mut addrs: Vec<_> = added.iter().map(|a| a.addresses[0]).collect();
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), 8);
+        // Removals in parallel too.
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let config = config.clone();
+                std::thread::spawn(move || remove_peer(&config, &format!("peer-{i}")).unwrap())
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(PeerStore::load(&config.tunnel.peers_file)
+            .unwrap()
+            .peers
+            .is_empty());
     }
 }

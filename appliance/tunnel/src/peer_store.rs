@@ -124,6 +124,53 @@ const HEADER: &str = "\
 /// Longest peer name, in characters.
 pub const MAX_NAME_LEN: usize = 32;
 
+/// An exclusive lock on one peer store for a read-modify-write (`gatehouse peer`, the
+/// console's peer pages, the tunnel writing `wg set` changes back): taken on
+/// `<store>.lock` beside it with flock(2), across processes, and released when dropped.
+/// Without it two writers that loaded the same version would each save their own change
+/// and one would be lost.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: fs::File,
+}
+
+impl StoreLock {
+    /// Blocks until no other writer holds the store `path`.
+    #[allow(unsafe_code)] // flock(2) on a descriptor we own; no memory is involved.
+    pub fn acquire(path: &Path) -> Result<StoreLock, StoreError> {
+        use std::os::fd::AsRawFd as _;
+        let mut name = path.as_os_str().to_owned();
+        name.push(".lock");
+        let lock_path = PathBuf::from(name);
+        let error = |source| StoreError::Write {
+            path: lock_path.clone(),
+            source,
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent_dir(path))
+            .map_err(error)?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(error)?;
+        loop {
+            // SAFETY: the descriptor is open and stays open for this call.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(StoreLock { _file: file });
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(error(e));
+            }
+        }
+    }
+}
+
 impl PeerStore {
     /// An empty store with a fresh private key.
     pub fn new(listen_port: Option<u16>) -> PeerStore {

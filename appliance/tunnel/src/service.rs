@@ -251,6 +251,7 @@ fn resolve(endpoint: &str) -> Option<SocketAddr> {
 /// gatehouse fields; peers new to the store (added with `wg set`) get the installer role.
 fn write_back(config: &Config, device: &Device) -> Result<PeerStore, StoreError> {
     let path = &config.tunnel.peers_file;
+    let _only_writer = crate::peer_store::StoreLock::acquire(path)?;
     let mut store = PeerStore::load(path)?;
     if let Some(k) = device.private_key() {
         store.private_key = k;

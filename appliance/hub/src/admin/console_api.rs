@@ -352,14 +352,6 @@ fn peer_err(e: AdminError) -> ApiError {
     }
 }
 
-/// Serialises this hub's changes to the peer store (each one reads, changes and writes
-/// the whole file), so two admins adding peers at once cannot lose one of them.
-fn peer_store_lock() -> std::sync::MutexGuard<'static, ()> {
-    static PEER_STORE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    // The guard protects no data: a panic while it was held leaves nothing half-done here.
-    PEER_STORE.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 async fn peer_rows(config: Config) -> Result<Vec<PeerRow>, ApiError> {
     blocking(move || gatehouse_tunnel::admin::list_peers(&config))
         .await?
@@ -402,12 +394,9 @@ pub async fn add_peer(
         public_key,
     };
     let config = api.config().clone();
-    let added = blocking(move || {
-        let _one = peer_store_lock();
-        gatehouse_tunnel::admin::add_peer(&config, &new)
-    })
-    .await?
-    .map_err(peer_err)?;
+    let added = blocking(move || gatehouse_tunnel::admin::add_peer(&config, &new))
+        .await?
+        .map_err(peer_err)?;
     let text = added.client.to_text();
     let qr_svg = match added.client.to_svg_qr(QR_SIZE_PX) {
         Ok(svg) => Value::String(svg),
@@ -443,12 +432,10 @@ async fn set_peer_disabled(
     let tz = api.tz();
     let config = api.config().clone();
     let target = name.clone();
-    let applied = blocking(move || {
-        let _one = peer_store_lock();
-        gatehouse_tunnel::admin::set_disabled(&config, &target, disabled)
-    })
-    .await?
-    .map_err(peer_err)?;
+    let applied =
+        blocking(move || gatehouse_tunnel::admin::set_disabled(&config, &target, disabled))
+            .await?
+            .map_err(peer_err)?;
     let rows = peer_rows(api.config().clone()).await?;
     let peer = rows
         .iter()
@@ -486,12 +473,9 @@ pub async fn remove_peer(
     caller.may(Action::ChangePeers)?;
     let config = api.config().clone();
     let target = name.clone();
-    let applied = blocking(move || {
-        let _one = peer_store_lock();
-        gatehouse_tunnel::admin::remove_peer(&config, &target)
-    })
-    .await?
-    .map_err(peer_err)?;
+    let applied = blocking(move || gatehouse_tunnel::admin::remove_peer(&config, &target))
+        .await?
+        .map_err(peer_err)?;
     tracing::info!(peer = %name, by = %caller.admin.name, "VPN peer removed");
     ok(json!({ "name": name, "removed": true, "applied": applied_str(applied) }))
 }
