@@ -42,7 +42,7 @@ build: deps
 run: build
 	$(GATEHOUSE) --config $(DEV_CONFIG) up
 
-test: deps fmt-check clippy test-lora-node nextest test-timers test-gate-fw firmware test-board test-buildroot
+test: deps fmt-check clippy test-lora-node nextest test-timers test-gate-fw firmware test-board test-buildroot test-cross
 
 fmt:
 	$(CARGO) fmt --all

@@ -60,6 +60,7 @@ debian_packages=(
     libc6-dev-arm64-cross
     qemu-user-static
     file
+    # (and the arm64 build of Rust's std, libstd-rust-web-dev:arm64: foreign_packages)
     # `make test-board`: the offline checks of board/ (scripts/check-image-files.sh).
     genimage
     mtools
@@ -73,6 +74,11 @@ debian_packages=(
     openssl
     systemd
 )
+# Packages of another architecture (Debian multiarch): the standard library for the
+# gateway's CPU, so `make cross` needs no -Zbuild-std (which rebuilt std on every clean
+# build). Its version follows rustc-web's, which apt keeps in step.
+foreign_arch=arm64
+foreign_packages=(libstd-rust-web-dev:arm64)
 if ! command -v node >/dev/null 2>&1; then
     debian_packages+=(nodejs npm)
 elif ! command -v npm >/dev/null 2>&1; then
@@ -108,6 +114,11 @@ missing_packages() {
             printf '%s\n' "$p"
         fi
     done
+    # Foreign packages are named with their architecture, which ${Package} leaves out.
+    for p in "${foreign_packages[@]}"; do
+        [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] ||
+            printf '%s\n' "$p"
+    done
 }
 
 install_debian_packages() {
@@ -123,6 +134,10 @@ install_debian_packages() {
     local missing
     mapfile -t missing < <(missing_packages)
     [ "${#missing[@]}" -gt 0 ] || return 0
+    if ! dpkg --print-foreign-architectures | grep -qx "$foreign_arch"; then
+        say "dpkg --add-architecture $foreign_arch (for ${foreign_packages[*]})"
+        as_root dpkg --add-architecture "$foreign_arch"
+    fi
     say "apt-get update (to install: ${missing[*]})"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
     local p

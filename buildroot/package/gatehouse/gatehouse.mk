@@ -24,7 +24,13 @@ GATEHOUSE_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
 
 # Trap 1: the cargo-package download post-process (cargo vendor) only
 # runs for downloaded tarballs, never for SITE_METHOD = local, so a local
-# source is not vendored and the offline build fails. The crates are
+# source is not vendored and the offline build fails. (pkg-cargo.mk sets
+# <PKG>_DOWNLOAD_POST_PROCESS = cargo, which support/download/
+# cargo-post-process runs on the downloaded archive; with a local site
+# there is no archive, and <PKG>_SUBDIR / BR_CARGO_MANIFEST_PATH only
+# steer that download step.) The hook below does what that script does
+# (flock on $(BR_CARGO_HOME)/.br-lock, cargo vendor --locked VENDOR,
+# with the host cargo on PATH through TARGET_MAKE_ENV). The crates are
 # vendored here instead, once per Cargo.lock, into a tarball in the
 # download directory ($(BR2_DL_DIR)/gatehouse/): the first build needs
 # the network for crates.io, every later build (and a copy of the dl
@@ -38,7 +44,7 @@ define GATEHOUSE_VENDOR_CRATES
 	if [ ! -f $(GATEHOUSE_VENDOR_TARBALL) ]; then \
 		rm -rf $(@D)/VENDOR && \
 		cd $(@D) && \
-		CARGO_HOME=$(BR_CARGO_HOME) \
+		$(TARGET_MAKE_ENV) CARGO_HOME=$(BR_CARGO_HOME) \
 			flock $(BR_CARGO_HOME)/.br-lock \
 			$(HOST_DIR)/bin/cargo vendor --locked \
 				--manifest-path Cargo.toml VENDOR >/dev/null && \
@@ -66,9 +72,18 @@ GATEHOUSE_CARGO_BUILD_OPTS = \
 # C code in dependencies (ring, rusqlite's bundled SQLite): the target
 # compiler comes from TARGET_CONFIGURE_OPTS; build scripts and proc macros
 # compiled for the build machine get the host compiler.
+#
+# Recent pkg-cargo.mk also exports CARGO_PROFILE_{DEV,RELEASE}_* (opt-level
+# from BR2_OPTIMIZE_*, LTO only with BR2_ENABLE_LTO, codegen-units 16,
+# debug info only with BR2_ENABLE_DEBUG), which override Cargo.toml's
+# [profile.release]. <PKG>_CARGO_ENV comes after PKG_CARGO_ENV on the
+# command line, so the last assignment wins: keep the workspace's thin LTO
+# and 4 codegen units; opt-level and debug info follow Buildroot's options.
 GATEHOUSE_CARGO_ENV = \
 	HOST_CC="$(HOSTCC)" \
-	HOST_CFLAGS="$(HOST_CFLAGS)"
+	HOST_CFLAGS="$(HOST_CFLAGS)" \
+	CARGO_PROFILE_RELEASE_LTO="thin" \
+	CARGO_PROFILE_RELEASE_CODEGEN_UNITS="4"
 
 # Trap 2: the default install step runs `cargo install --path ./`, which
 # refuses a virtual workspace manifest (the root Cargo.toml has no
