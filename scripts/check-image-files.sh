@@ -8,6 +8,13 @@
 #                RAUC keyring) in a temp dir; `systemd-analyze verify --root` checks our
 #                units there (Debian's standard units beside them, stubs for the commands
 #                they run); any message is a failure
+#   users        sysusers.d and tmpfiles.d applied to a temp root (systemd-sysusers,
+#                systemd-tmpfiles --root); every User=/Group= of our units exists; then,
+#                as those users (setpriv): the hub replaces the tunnel's peer list, the
+#                tunnel reads it and the hub's tunnel-events.key, the forwarder appends
+#                its log; the hub cannot read the tunnel's key, the tunnel cannot read the
+#                hub's database or create files in its directory, the forwarder can read
+#                none of it
 #   os-release   that root's os-release carries config's version (board/common/version.sh)
 #   nftables     `nft -c -f` on the base ruleset, and again together with a ruleset of
 #                the tunnel's shape (table inet gatehouse), as the box loads both (root)
@@ -25,9 +32,11 @@
 #   config       the image's gatehouse.toml loaded by the gatehouse binary
 #                (GATEHOUSE_BIN, else target/debug or target/release) with data_dir moved
 #                into a temp dir: `gatehouse console` accepts it
-#   first-boot   the first-boot script against a fake root with that binary: partition
-#                commands in dry-run, the real token and certificate, a WireGuard key
-#                made with `wg genkey`; checks the boot partition's text file
+#   first-boot   that binary's tunnel started once with the image's config (userspace
+#                mode, loopback): its key file is 0600, the peer list holds no private
+#                key and publishes the key file's public key (`wg pubkey`); then the
+#                first-boot script against that fake root: partition commands in dry-run,
+#                the real token and certificate; checks the boot partition's text file
 #
 # Temp dirs are removed and every process started is stopped by PID on exit.
 set -uo pipefail
@@ -147,6 +156,91 @@ check_units() {
         ok os-release "VERSION_ID=$vid, RAUC keyring and system.conf installed"
     else
         fail os-release "VERSION_ID='$vid' (want $version), or keyring/system.conf missing"
+    fi
+}
+
+# --- users: sysusers + tmpfiles, and who may touch what ------------------------------------
+# as UID GID CMD...: runs CMD as that uid/gid with no supplementary groups (the fake
+# root's users are not the machine's, so by number).
+as() {
+    local uid="$1" gid="$2"
+    shift 2
+    setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$@"
+}
+# id_of FILE NAME: the id field (3rd) of NAME in a passwd or group file.
+id_of() { awk -F: -v n="$2" '$1 == n { print $3 }' "$1"; }
+check_users() {
+    need users systemd-sysusers systemd-tmpfiles setpriv || return
+    local r="$tmp/users-root" out="$tmp/users.out" u unit name
+    mkdir -p "$r/etc" "$r/usr/lib" "$r/data"
+    cp -a "$overlay/usr/lib/sysusers.d" "$overlay/usr/lib/tmpfiles.d" "$r/usr/lib/"
+    if ! systemd-sysusers --root="$r" >"$out" 2>&1; then
+        fail users "systemd-sysusers refused sysusers.d/gatehouse.conf" "$out"
+        return
+    fi
+    if ! systemd-tmpfiles --root="$r" --create >"$out" 2>&1 || [ -s "$out" ]; then
+        fail users "systemd-tmpfiles --create reported" "$out"
+        return
+    fi
+    # Every User=/Group= of our units exists (a typo would stop the unit at boot).
+    for unit in "$overlay"/etc/systemd/system/*.service; do
+        while IFS='=' read -r u name; do
+            if [ "$u" = User ] && [ -z "$(id_of "$r/etc/passwd" "$name")" ]; then
+                fail users "$(basename "$unit"): User=$name is not made by sysusers.d"
+                return
+            elif [ "$u" = Group ] && [ -z "$(id_of "$r/etc/group" "$name")" ]; then
+                fail users "$(basename "$unit"): Group=$name is not made by sysusers.d"
+                return
+            fi
+        done < <(grep -E '^(User|Group)=' "$unit")
+    done
+    local hub tunnel lora shared lora_gid d="$r/data/gatehouse"
+    hub="$(id_of "$r/etc/passwd" gatehouse-hub)"
+    tunnel="$(id_of "$r/etc/passwd" gatehouse-tunnel)"
+    lora="$(id_of "$r/etc/passwd" gatehouse-lora)"
+    shared="$(id_of "$r/etc/group" gatehouse)"
+    lora_gid="$(id_of "$r/etc/group" gatehouse-lora)"
+    if [ -z "$hub" ] || [ -z "$tunnel" ] || [ -z "$lora" ] || [ "$hub" = "$tunnel" ]; then
+        fail users "want distinct users gatehouse-hub and gatehouse-tunnel, and gatehouse-lora" "$r/etc/passwd"
+        return
+    fi
+    # The files as the services leave them: the tunnel's key (0600) and the peer list
+    # (0660) in its directory; the hub's database (0600) and event key (0640) in its own.
+    if ! as "$tunnel" "$shared" sh -c "umask 077 && echo key >'$d/tunnel/wg0.key' &&
+        echo peers >'$d/tunnel/wg0.conf' && chmod 0660 '$d/tunnel/wg0.conf'" ||
+        ! as "$hub" "$shared" sh -c "umask 077 && echo db >'$d/gatehouse.db' &&
+            echo k >'$d/tunnel-events.key' && chmod 0640 '$d/tunnel-events.key'"; then
+        fail users "the services cannot create their files in ${d#"$r"}"
+        return
+    fi
+    local bad=""
+    # What must work ...
+    as "$hub" "$shared" sh -c "echo new >'$d/tunnel/wg0.conf.tmp' && chmod 0660 '$d/tunnel/wg0.conf.tmp' &&
+        mv '$d/tunnel/wg0.conf.tmp' '$d/tunnel/wg0.conf'" 2>/dev/null ||
+        bad+="the hub cannot replace the peer list; "
+    as "$tunnel" "$shared" cat "$d/tunnel/wg0.conf" >/dev/null 2>&1 ||
+        bad+="the tunnel cannot read the peer list the hub wrote; "
+    as "$tunnel" "$shared" cat "$d/tunnel-events.key" >/dev/null 2>&1 ||
+        bad+="the tunnel cannot read tunnel-events.key; "
+    as "$lora" "$lora_gid" sh -c "echo tx >>'$d/lora-tx.log'" 2>/dev/null ||
+        bad+="the forwarder cannot append its transmit log; "
+    # ... and what must not.
+    as "$hub" "$shared" cat "$d/tunnel/wg0.key" >/dev/null 2>&1 &&
+        bad+="the hub can read the tunnel's private key; "
+    as "$tunnel" "$shared" cat "$d/gatehouse.db" >/dev/null 2>&1 &&
+        bad+="the tunnel can read the hub's database; "
+    as "$tunnel" "$shared" sh -c "echo x >'$d/planted'" 2>/dev/null &&
+        bad+="the tunnel can create files in the hub's directory; "
+    as "$lora" "$lora_gid" ls "$d" >/dev/null 2>&1 &&
+        bad+="the forwarder can list the hub's directory; "
+    as "$lora" "$lora_gid" cat "$d/tunnel-events.key" >/dev/null 2>&1 &&
+        bad+="the forwarder can read tunnel-events.key; "
+    as "$lora" "$lora_gid" cat "$d/tunnel/wg0.conf" >/dev/null 2>&1 &&
+        bad+="the forwarder can read the peer list; "
+    if [ -n "$bad" ]; then
+        fail users "${bad%; }"
+    else
+        ok users "sysusers + tmpfiles: hub, tunnel, forwarder apart; only the peer list, the UAPI socket dir and tunnel-events.key shared"
     fi
 }
 
@@ -392,7 +486,7 @@ gatehouse_bin() {
 fake_root() {
     local r="$tmp/fakeroot"
     mkdir -p "$r/etc/gatehouse" "$r/data/gatehouse" "$r/boot"
-    sed "s|^data_dir = \"/data/gatehouse\"|data_dir = \"$r/data/gatehouse\"|" \
+    sed "s|\"/data/gatehouse|\"$r/data/gatehouse|" \
         "$overlay/etc/gatehouse/gatehouse.toml" >"$r/etc/gatehouse/gatehouse.toml"
     printf '%s\n' "$r"
 }
@@ -415,18 +509,54 @@ check_config() {
 }
 
 check_first_boot() {
-    local g r out="$tmp/first-boot.out" key pub txt
+    local g r out="$tmp/first-boot.out" pub txt
     need first-boot wg || return
     g="$(gatehouse_bin)" || {
         fail first-boot "no gatehouse binary (cargo build -p gatehouse, or GATEHOUSE_BIN)"
         return
     }
     r="$(fake_root)"
-    # The tunnel's peer store, as the tunnel makes it at its first start.
-    key="$(wg genkey)"
-    pub="$(printf '%s\n' "$key" | wg pubkey)"
-    (umask 077 && printf '[Interface]\nPrivateKey = %s\nListenPort = 51820\n' "$key" \
-        >"$r/data/gatehouse/wg0.conf")
+    # The tunnel's first start, for real: the image's config with the tunnel in userspace
+    # mode on a free loopback port (no TUN device, no firewall), until it has made its key
+    # file and the peer list; then the files are checked as first boot relies on them.
+    local cfg="$r/etc/gatehouse/tunnel-check.toml" port tun store keyfile published
+    port="$(python3 -c 'import socket; u = socket.socket(type=socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0)); print(u.getsockname()[1])')"
+    sed -e 's/^mode = "tun"$/mode = "userspace"/' -e "s/^listen_port = 51820$/listen_port = $port/" \
+        -e 's/^firewall = "nftables"$/firewall = "none"/' \
+        -e "/^\[tunnel\]$/a uapi_dir = \"$r/run/wireguard\"" \
+        "$r/etc/gatehouse/gatehouse.toml" >"$cfg"
+    store="$r/data/gatehouse/tunnel/wg0.conf"
+    keyfile="$r/data/gatehouse/tunnel/wg0.key"
+    if ! grep -q "^peers_file = \"$store\"$" "$cfg" ||
+        ! grep -q "^private_key_file = \"$keyfile\"$" "$cfg"; then
+        fail first-boot "the image's gatehouse.toml does not put the tunnel's files in /data/gatehouse/tunnel" "$cfg"
+        return
+    fi
+    "$g" --config "$cfg" tunnel >"$tmp/tunnel.out" 2>&1 &
+    tun=$!
+    pids+=("$tun")
+    local waited=0
+    until grep -q '^# PublicKey = ' "$store" 2>/dev/null; do
+        if ! kill -0 "$tun" 2>/dev/null || [ "$waited" -ge 100 ]; then
+            fail first-boot "gatehouse tunnel made no peer list with a # PublicKey in 10 s" "$tmp/tunnel.out"
+            return
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    kill -TERM "$tun" && wait "$tun" 2>/dev/null
+    published="$(sed -n 's/^# PublicKey = //p' "$store" | head -n 1)"
+    pub="$(wg pubkey <"$keyfile" 2>/dev/null)"
+    if [ "$(stat -c %a "$keyfile" 2>/dev/null)" != 600 ]; then
+        fail first-boot "the tunnel's key file is not 0600: $(stat -c %a "$keyfile" 2>&1)"
+        return
+    elif grep -qi '^[[:space:]]*private[[:space:]]*key' "$store"; then
+        fail first-boot "the peer list (0660, the hub's to edit) holds the private key" "$store"
+        return
+    elif [ -z "$pub" ] || [ "$pub" != "$published" ]; then
+        fail first-boot "the peer list publishes '$published', the key file's public key is '$pub'" "$store"
+        return
+    fi
     if ! ROOT="$r" GATEHOUSE="$g" CONFIG=/etc/gatehouse/gatehouse.toml RUN_AS="" DRY_RUN=1 \
         CONSOLE="" KEY_WAIT=1 "$overlay/usr/libexec/gatehouse/first-boot" >"$out" 2>&1; then
         fail first-boot "first-boot failed" "$out"
@@ -444,12 +574,13 @@ check_first_boot() {
     elif [ ! -e "$r/data/gatehouse/.first-boot-done" ]; then
         fail first-boot "not marked done"
     else
-        ok first-boot "dry-run on a fake root: token, WireGuard key, fingerprint in gatehouse-first-boot.txt"
+        ok first-boot "the tunnel's first start: key file 0600, peer list without it; dry-run on a fake root: token, WireGuard public key, fingerprint in gatehouse-first-boot.txt"
     fi
 }
 
 check_shellcheck
 check_units
+check_users
 check_nftables
 check_mosquitto
 for b in "${boards[@]}"; do

@@ -11,6 +11,10 @@
 #   development certificate (board/common/rauc-dev-keys.sh makes it when missing);
 #   fw_env.config for U-Boot's environment;
 # - enables the units (symlinks, as `systemctl enable` would make them);
+# - dropbear's host keys on the data partition (/etc/dropbear -> /data/dropbear): the
+#   root file system is read-only and replaced by updates, and Buildroot's dropbear
+#   package points /etc/dropbear at /var/run/dropbear, a tmpfs, so the box would show
+#   a new SSH host key after every boot;
 # - the mount points /data and /boot.
 set -euo pipefail
 
@@ -62,5 +66,11 @@ for unit in gatehouse-tunnel.service gatehouse-hub.service gatehouse-lora.servic
     gatehouse-mark-good.service; do
     enable "$unit" multi-user.target
 done
+
+# --- dropbear ---------------------------------------------------------------------------
+# A symlink, replacing Buildroot's (or its directory); tmpfiles.d/gatehouse.conf makes the
+# target (0700 root) before dropbear.service starts.
+rm -rf "$target/etc/dropbear"
+ln -s /data/dropbear "$target/etc/dropbear"
 
 mkdir -p "$target/data" "$target/boot"

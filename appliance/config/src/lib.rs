@@ -113,7 +113,11 @@ pub struct Tunnel {
     /// Persistent keepalive written into client configs, in seconds (0: none).
     pub client_keepalive: u16,
     /// The peer store, in WireGuard's config format; empty: `<data_dir>/<interface>.conf`.
+    /// The hub and the CLI edit it too (mode 0660); it holds no private key.
     pub peers_file: PathBuf,
+    /// The gateway's WireGuard private key (base64 and a newline, as `wg genkey` writes;
+    /// 0600), read and written by the tunnel only; empty: `<data_dir>/<interface>.key`.
+    pub private_key_file: PathBuf,
     /// Directory of the UAPI socket `<interface>.sock`.
     pub uapi_dir: PathBuf,
     pub firewall: Firewall,
@@ -182,7 +186,8 @@ impl std::str::FromStr for Role {
 }
 
 /// The file in `general.data_dir` where the hub leaves the API key of its reserved event
-/// source `tunnel` (0600) and the tunnel reads it to post its events to the hub's webhook.
+/// source `tunnel` (0640) and the tunnel (same group) reads it to post its events to the
+/// hub's webhook.
 pub const TUNNEL_EVENTS_KEY_FILE: &str = "tunnel-events.key";
 
 /// The auth / event broker (`gatehouse hub`).
@@ -666,6 +671,7 @@ impl Default for Tunnel {
             mtu: 1420,
             client_keepalive: 25,
             peers_file: PathBuf::new(),
+            private_key_file: PathBuf::new(),
             uapi_dir: PathBuf::from("/var/run/wireguard"),
             firewall: Firewall::Nftables,
             client_routes: Vec::new(),
@@ -959,6 +965,17 @@ impl Config {
         if t.peers_file.as_os_str().is_empty() {
             t.peers_file = self.general.data_dir.join(format!("{}.conf", t.interface));
         }
+        if t.private_key_file.as_os_str().is_empty() {
+            t.private_key_file = self.general.data_dir.join(format!("{}.key", t.interface));
+        }
+        if t.private_key_file == t.peers_file {
+            return Err(invalid(
+                "tunnel.private_key_file",
+                "a file other than tunnel.peers_file (the hub edits the peer store; the \
+                 private key is the tunnel's alone)",
+                t.private_key_file.display().to_string(),
+            ));
+        }
         self.hub.validate_listeners(&invalid)?;
         self.hub.mqtt.validate(&invalid)?;
         self.hub.alerts.validate(&invalid)?;
@@ -1123,6 +1140,23 @@ mod tests {
         assert_eq!(
             c.tunnel.peers_file,
             PathBuf::from("/var/lib/gatehouse/wg0.conf")
+        );
+        assert_eq!(
+            c.tunnel.private_key_file,
+            PathBuf::from("/var/lib/gatehouse/wg0.key")
+        );
+        let e = parse("[tunnel]\npeers_file = '/k/a'\nprivate_key_file = '/k/a'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tunnel.private_key_file") && e.contains("other than tunnel.peers_file"),
+            "{e}"
+        );
+        let c = parse("[tunnel]\ninterface = 'gh1'\nprivate_key_file = '/k/gw.key'\n").unwrap();
+        assert_eq!(c.tunnel.private_key_file, PathBuf::from("/k/gw.key"));
+        assert_eq!(
+            c.tunnel.peers_file,
+            PathBuf::from("/var/lib/gatehouse/gh1.conf")
         );
     }
 

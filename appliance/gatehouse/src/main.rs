@@ -229,29 +229,32 @@ fn run_tunnel(config: &Config) -> Result<()> {
         port = config.tunnel.listen_port,
         "tunnel up"
     );
-    // The loop also proves the tunnel alive to systemd (sd_notify: a UAPI `get`).
+    // The loop also proves the tunnel alive to systemd (sd_notify: a UAPI `get`), and
+    // applies the peer store when another process saved it (the hub, as another user on
+    // the box, cannot send SIGHUP).
     let uapi = config.uapi_socket();
     let mut next_proof = sd_notify::next_proof().map(|d| std::time::Instant::now() + d);
+    let poll = gatehouse_tunnel::service::STORE_POLL;
     loop {
-        let event = match next_proof {
-            None => signals::wait()?,
-            Some(at) => match signals::wait_timeout(
-                at.saturating_duration_since(std::time::Instant::now()),
-            )? {
-                Some(e) => e,
-                None => {
+        let wait = next_proof.map_or(poll, |at| {
+            at.saturating_duration_since(std::time::Instant::now())
+                .min(poll)
+        });
+        let reloaded = match signals::wait_timeout(wait)? {
+            Some(signals::Event::Stop) => break,
+            Some(signals::Event::Reload) => Some(service.reload()),
+            None => {
+                if next_proof.is_some_and(|at| std::time::Instant::now() >= at) {
                     sd_notify::prove_tunnel(&uapi);
                     next_proof = sd_notify::next_proof().map(|d| std::time::Instant::now() + d);
-                    continue;
                 }
-            },
+                service.reload_if_changed()
+            }
         };
-        match event {
-            signals::Event::Reload => match service.reload() {
-                Ok(n) => tracing::info!(peers = n, "peer store reloaded"),
-                Err(e) => tracing::error!(error = %e, "reload failed; keeping the running peers"),
-            },
-            signals::Event::Stop => break,
+        match reloaded {
+            Some(Ok(n)) => tracing::info!(peers = n, "peer store reloaded"),
+            Some(Err(e)) => tracing::error!(error = %e, "reload failed; keeping the running peers"),
+            None => {}
         }
     }
     sd_notify::stopping();

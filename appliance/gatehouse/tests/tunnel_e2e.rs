@@ -211,9 +211,56 @@ fn tun_mode_two_peers_roles_expiry_and_wg_set() {
     let dump = lab.wg_dump(&gw, &wg);
     let d = dump.iter().find(|d| d.0 == public).unwrap();
     assert!(d.2 > 0 && d.3 > 0, "handshake and traffic shown: {d:?}");
+    // The store names the gateway only by its public key; the private key is in its own
+    // 0600 file, the one the tunnel uses.
+    assert!(!store.contains("PrivateKey"), "{store}");
+    assert!(
+        store.contains(&format!("# PublicKey = {}\n", gw_public.trim())),
+        "{store}"
+    );
+    let key_file = lab.dir.path().join("data").join(format!("{wg}.key"));
+    let live_private = lab.exec(&gw, &["wg", "show", &wg, "private-key"]);
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap().trim(),
+        live_private.trim()
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     // `wg set ... remove` takes it away again.
     lab.exec(&gw, &["wg", "set", &wg, "peer", &public, "remove"]);
     assert!(!lab.ping(&c4, GW_TUNNEL, 2));
+
+    // `wg set <if> private-key FILE` changes the gateway's key: the key file follows, and
+    // the store's public key.
+    let new_private = lab.exec(&gw, &["wg", "genkey"]);
+    let new_file = lab.dir.path().join("new.key");
+    std::fs::write(&new_file, &new_private).unwrap();
+    lab.exec(
+        &gw,
+        &[
+            "wg",
+            "set",
+            &wg,
+            "private-key",
+            &new_file.display().to_string(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap().trim(),
+        new_private.trim()
+    );
+    let new_public = lab.exec(&gw, &["wg", "show", &wg, "public-key"]);
+    assert_ne!(new_public.trim(), gw_public.trim());
+    let store =
+        std::fs::read_to_string(lab.dir.path().join("data").join(format!("{wg}.conf"))).unwrap();
+    assert!(
+        store.contains(&format!("# PublicKey = {}\n", new_public.trim())),
+        "{store}"
+    );
+    assert!(!store.contains("PrivateKey"), "{store}");
 }
 
 #[test]

@@ -28,11 +28,21 @@ impl Site {
             .with_config(|c| {
                 let dir = c.general.data_dir.clone();
                 c.tunnel.peers_file = dir.join("wg0.conf");
+                c.tunnel.private_key_file = dir.join("wg0.key");
                 c.tunnel.uapi_dir = dir.join("run");
                 c.tunnel.public_endpoint = "gate.example.net:51820".into();
             })
             .start()
             .await
+    }
+
+    /// What the tunnel's first start leaves in the data directory: the gateway's key file
+    /// and the peer store with its public key. The hub never makes them.
+    fn tunnel_ran_once(&self) {
+        let mut config = support::config(self.dir.path());
+        config.tunnel.peers_file = self.dir.path().join("wg0.conf");
+        config.tunnel.private_key_file = self.dir.path().join("wg0.key");
+        gatehouse_tunnel::service::prepare_gateway(&config, None).unwrap();
     }
 
     async fn get(&self, who: &Session, path: &str) -> Reply {
@@ -161,6 +171,7 @@ async fn status_has_every_part_and_every_role_may_read_it() {
     assert!(s["events"]["unacknowledged"].as_u64().is_some(), "{s}");
 
     // Once a peer exists, the installer's status lists it (no tunnel: no live figures).
+    site.tunnel_ran_once();
     let r = site
         .post(
             &ivan,
@@ -182,6 +193,7 @@ async fn status_has_every_part_and_every_role_may_read_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_are_added_with_config_and_qr_then_disabled_enabled_removed() {
     let mut site = Site::start().await;
+    site.tunnel_ran_once();
     let alice = site.login("alice", ALICE_PW).await;
     let oscar = site.login("oscar", OSCAR_PW).await;
     let ivan = site.login("ivan", IVAN_PW).await;

@@ -553,7 +553,7 @@ async fn the_tunnel_posts_with_the_key_the_hub_wrote() {
     .await;
     assert_eq!(
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-        0o600
+        0o640
     );
     let http = reqwest::Client::new();
     let post = |body: serde_json::Value| {

@@ -1,5 +1,11 @@
 //! What `gatehouse peer ...` does: edits the peer store and tells a running
 //! `gatehouse tunnel` to apply it (SIGHUP to the pid in its pid file), so changes are live.
+//!
+//! The hub (console) and the CLI run these, as users other than the tunnel's on the box:
+//! they never open the gateway's private key file. Client configs take the gateway's
+//! public key from the store's `# PublicKey`. The tunnel makes the store on its first
+//! start; before that, and while the store still holds a legacy `PrivateKey` (moved out by
+//! the tunnel's next start), changes are refused with an error saying to start the tunnel.
 
 #![allow(unsafe_code)] // kill(2) to signal the running tunnel; no memory is involved.
 
@@ -31,10 +37,33 @@ pub enum AdminError {
     Full(Cidr),
 }
 
+/// Loads the store for a change: a missing store and one that still holds the gateway's
+/// private key are refused (only the tunnel may create the one or move the key out of
+/// the other).
+fn load_for_change(path: &std::path::Path) -> Result<PeerStore, AdminError> {
+    let store = PeerStore::load(path).map_err(|e| match e {
+        StoreError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            AdminError::Store(StoreError::NotMadeYet {
+                path: path.to_owned(),
+            })
+        }
+        other => AdminError::Store(other),
+    })?;
+    if store.has_private_key() {
+        return Err(StoreError::HoldsPrivateKey {
+            path: path.to_owned(),
+        }
+        .into());
+    }
+    Ok(store)
+}
+
 /// Whether a change reached a running tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
-    /// Sent SIGHUP to this pid.
+    /// Sent SIGHUP to this pid; or, when that is not permitted (the tunnel runs as
+    /// another user, as on the box), the tunnel with this pid notices the saved store
+    /// itself within [`crate::service::STORE_POLL`].
     Live(u32),
     /// No tunnel running; the change applies when it starts.
     Stored,
@@ -80,7 +109,7 @@ pub fn add_peer(config: &Config, new: &NewPeer) -> Result<Added, AdminError> {
     };
     let t = &config.tunnel;
     let _only_writer = StoreLock::acquire(&t.peers_file)?;
-    let mut store = PeerStore::load_or_create(&t.peers_file, t.listen_port)?;
+    let mut store = load_for_change(&t.peers_file)?;
     if store.find(&new.name).is_some() {
         return Err(AdminError::NameTaken(new.name.clone()));
     }
@@ -89,7 +118,7 @@ pub fn add_peer(config: &Config, new: &NewPeer) -> Result<Added, AdminError> {
             p.name.clone().unwrap_or_else(|| p.public_key.to_base64()),
         ));
     }
-    if public_key == store.private_key.public() {
+    if public_key == store.public_key {
         return Err(AdminError::Invalid(
             "--public-key: that is the gateway's own key".into(),
         ));
@@ -115,7 +144,7 @@ pub fn add_peer(config: &Config, new: &NewPeer) -> Result<Added, AdminError> {
         expires,
         disabled: false,
     };
-    let client = ClientConfig::for_peer(t, store.private_key.public(), &peer, private_key);
+    let client = ClientConfig::for_peer(t, store.public_key, &peer, private_key);
     store.peers.push(peer);
     store.save(&t.peers_file)?;
     Ok(Added {
@@ -130,7 +159,7 @@ pub fn add_peer(config: &Config, new: &NewPeer) -> Result<Added, AdminError> {
 pub fn set_disabled(config: &Config, name: &str, disabled: bool) -> Result<Applied, AdminError> {
     let path = &config.tunnel.peers_file;
     let _only_writer = StoreLock::acquire(path)?;
-    let mut store = PeerStore::load(path)?;
+    let mut store = load_for_change(path)?;
     let p = store
         .find_mut(name)
         .ok_or_else(|| AdminError::NoSuchPeer(name.to_owned()))?;
@@ -143,7 +172,7 @@ pub fn set_disabled(config: &Config, name: &str, disabled: bool) -> Result<Appli
 pub fn remove_peer(config: &Config, name: &str) -> Result<Applied, AdminError> {
     let path = &config.tunnel.peers_file;
     let _only_writer = StoreLock::acquire(path)?;
-    let mut store = PeerStore::load(path)?;
+    let mut store = load_for_change(path)?;
     let key = store
         .find(name)
         .map(|p| p.public_key)
@@ -221,7 +250,7 @@ pub fn notify(config: &Config) -> Applied {
     }
     // SAFETY: kill(2) takes plain integers; a stale pid at worst gets ESRCH.
     let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
-    if rc == 0 {
+    if rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
         Applied::Live(pid as u32)
     } else {
         Applied::Stored
@@ -233,15 +262,35 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
+    use crate::service::prepare_gateway;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn config_in(dir: &std::path::Path) -> Config {
+        let mut config = Config::default();
+        config.general.data_dir = dir.join("data");
+        config.tunnel.peers_file = dir.join("wg0.conf");
+        config.tunnel.private_key_file = dir.join("wg0.key");
+        config.tunnel.uapi_dir = dir.join("run");
+        config
+    }
+
+    fn new_peer(name: &str) -> NewPeer {
+        NewPeer {
+            name: name.into(),
+            role: Role::Admin,
+            expires: None,
+            public_key: None,
+        }
+    }
+
     /// Writers in parallel (threads here; the console, the CLI and the tunnel are separate
     /// processes on the box, which the lock file covers the same way): every change lands.
     #[test]
     fn parallel_writers_lose_no_change() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.general.data_dir = dir.path().join("data");
-        config.tunnel.peers_file = dir.path().join("wg0.conf");
-        config.tunnel.uapi_dir = dir.path().join("run");
+        let config = config_in(dir.path());
+        prepare_gateway(&config, None).unwrap();
         let config = std::sync::Arc::new(config);
         let threads: Vec<_> = (0..8)
             .map(|i| {
@@ -286,5 +335,102 @@ mod tests {
             .unwrap()
             .peers
             .is_empty());
+    }
+
+    /// The hub and the CLI run the admin functions as users that cannot read the key
+    /// file. Root ignores modes, so this proves it by taking the file away: with the
+    /// tunnel's files made and the key file gone, every change still works and the client
+    /// config carries the gateway's public key, from the store.
+    #[test]
+    fn changes_never_open_the_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let (key, _) = prepare_gateway(&config, None).unwrap();
+        fs::remove_file(&config.tunnel.private_key_file).unwrap();
+        let added = add_peer(&config, &new_peer("ada")).unwrap();
+        assert_eq!(added.client.server_public_key, key.public());
+        assert!(added
+            .client
+            .to_text()
+            .contains(&format!("PublicKey = {}", key.public())));
+        set_disabled(&config, "ada", true).unwrap();
+        set_disabled(&config, "ada", false).unwrap();
+        assert_eq!(list_peers(&config).unwrap().len(), 1);
+        remove_peer(&config, "ada").unwrap();
+        assert!(!config.tunnel.private_key_file.exists(), "not made again");
+        let text = fs::read_to_string(&config.tunnel.peers_file).unwrap();
+        assert!(!text.contains("PrivateKey"), "{text}");
+        assert!(
+            text.contains(&format!("# PublicKey = {}", key.public())),
+            "{text}"
+        );
+        assert_eq!(
+            fs::metadata(&config.tunnel.peers_file)
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o660
+        );
+    }
+
+    /// Before the tunnel first ran there is no gateway key, so no client config: refused,
+    /// saying to start the tunnel, and nothing is made.
+    #[test]
+    fn no_store_yet_says_to_start_the_tunnel() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        for e in [
+            add_peer(&config, &new_peer("ada")).unwrap_err(),
+            remove_peer(&config, "ada").unwrap_err(),
+            set_disabled(&config, "ada", true).unwrap_err(),
+        ] {
+            assert!(
+                matches!(e, AdminError::Store(StoreError::NotMadeYet { .. })),
+                "{e}"
+            );
+            let e = e.to_string();
+            assert!(
+                e.contains("wg0.conf") && e.contains("start `gatehouse tunnel`"),
+                "{e}"
+            );
+        }
+        assert!(!config.tunnel.peers_file.exists());
+        assert!(!config.tunnel.private_key_file.exists());
+    }
+
+    /// A store that still holds the gateway's PrivateKey: the admin paths neither copy
+    /// the key anywhere nor drop it; they refuse and leave the file as it is.
+    #[test]
+    fn a_legacy_store_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let private = Key::generate_private();
+        let legacy = format!(
+            "[Interface]\nPrivateKey = {private}\nListenPort = 51820\n\n\
+             [Peer]\n# Name = bob\nPublicKey = {}\nAllowedIPs = 10.77.0.2/32\n",
+            Key::generate_private().public()
+        );
+        fs::write(&config.tunnel.peers_file, &legacy).unwrap();
+        for e in [
+            add_peer(&config, &new_peer("ada")).unwrap_err(),
+            remove_peer(&config, "bob").unwrap_err(),
+            set_disabled(&config, "bob", true).unwrap_err(),
+        ] {
+            let shown = e.to_string();
+            assert!(
+                matches!(e, AdminError::Store(StoreError::HoldsPrivateKey { .. })),
+                "{shown}"
+            );
+            assert!(shown.contains("start `gatehouse tunnel` once"), "{shown}");
+            assert!(!shown.contains(&private.to_base64()[..20]), "{shown}");
+        }
+        assert_eq!(
+            fs::read_to_string(&config.tunnel.peers_file).unwrap(),
+            legacy
+        );
+        assert!(!config.tunnel.private_key_file.exists());
+        // Listing changes nothing, so it works.
+        assert_eq!(list_peers(&config).unwrap()[0].name, "bob");
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! The tunnel is its own process and does not open the hub's database. At start the hub
 //! writes an API key for the source `tunnel` to [`KEY_FILE`] in the data directory
-//! (0600; `gatehouse_config::TUNNEL_EVENTS_KEY_FILE`); the tunnel reads it and posts
-//! each event as JSON to `http://<hub.http_listen>/api/v1/events` (an unspecified
-//! address means the loopback one).
+//! (0640: the tunnel runs as another user of the hub's group;
+//! `gatehouse_config::TUNNEL_EVENTS_KEY_FILE`); the tunnel reads it and posts each event
+//! as JSON to `http://<hub.http_listen>/api/v1/events` (an unspecified address means the
+//! loopback one).
 //!
 //! | kind | severity | when |
 //! |---|---|---|

@@ -29,7 +29,12 @@ impl Key {
     /// A new random private key, clamped as Curve25519 wants.
     pub fn generate_private() -> Key {
         let secret = x25519::StaticSecret::random_from_rng(rand_core::OsRng);
-        Key(secret.to_bytes())
+        // x25519-dalek keeps the random bytes and clamps when it multiplies; clamp here so
+        // the key reads back as it is used, as `wg genkey` writes it (RFC 7748 section 5).
+        let mut k = secret.to_bytes();
+        k[0] &= 248;
+        k[31] = (k[31] & 127) | 64;
+        Key(k)
     }
 
     /// A new random preshared key.
@@ -128,6 +133,15 @@ impl FromStr for Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_private_keys_are_clamped() {
+        for _ in 0..64 {
+            let k = Key::generate_private();
+            assert_eq!(k.0[0] & 7, 0);
+            assert_eq!(k.0[31] & 0xc0, 0x40);
+        }
+    }
 
     #[test]
     fn base64_and_hex_round_trip() {

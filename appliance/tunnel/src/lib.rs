@@ -16,6 +16,7 @@ pub mod dataplane;
 pub mod device;
 pub mod events;
 pub mod firewall;
+pub mod gateway_key;
 pub mod netstack;
 pub mod offload;
 pub mod peer_store;

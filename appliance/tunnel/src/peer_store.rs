@@ -1,12 +1,19 @@
 //! The tunnel's peer store: one file in WireGuard's own config format.
 //!
 //! The file is a plain WireGuard config that `wg setconf` accepts unchanged: an
-//! `[Interface]` with the gateway's `PrivateKey` and `ListenPort`, and one `[Peer]` per
-//! remote peer with `PublicKey`, `PresharedKey`, `AllowedIPs`, `Endpoint` and
-//! `PersistentKeepalive`. Gatehouse's own per-peer fields are comment lines right after
-//! the `[Peer]` line, so `wg` skips them:
+//! `[Interface]` with `ListenPort`, and one `[Peer]` per remote peer with `PublicKey`,
+//! `PresharedKey`, `AllowedIPs`, `Endpoint` and `PersistentKeepalive`. It holds no
+//! private key: the gateway's is in a file of its own that only the tunnel reads
+//! (`tunnel.private_key_file`, [`crate::gateway_key`]), so that the hub and the CLI,
+//! which edit this file, never see it. Gatehouse's own fields are comment lines, so `wg`
+//! skips them: the gateway's public key in `[Interface]` (written by the tunnel from its
+//! key, read by client configs), and per peer, right after the `[Peer]` line:
 //!
 //! ```text
+//! [Interface]
+//! # PublicKey = ...
+//! ListenPort = 51820
+//!
 //! [Peer]
 //! # Name = alice
 //! # Role = admin
@@ -23,12 +30,20 @@
 //!   `AllowedIPs` may be repeated and adds to the list; a key with an empty value is an
 //!   error. It is stricter than `wg` where a file that `wg` takes would still be a
 //!   mistake here: unknown keys, a key given twice, a second `[Interface]`, two peers
-//!   with the same public key, name or `AllowedIPs` entry are errors.
-//! - It never panics; an error names the line and says what was expected there.
+//!   with the same public key, name or `AllowedIPs` entry are errors. An `[Interface]`
+//!   needs the gateway's `# PublicKey`, or else a `PrivateKey`.
+//! - A store written before the private key had a file of its own has a `PrivateKey`
+//!   line: it still parses (its `# PublicKey` is then that key's, and must match if
+//!   given), and [`PeerStore::has_private_key`] says so. Only the tunnel takes the key out
+//!   ([`PeerStore::take_private_key`], moving it to the key file); nothing writes a store
+//!   that holds one ([`PeerStore::save`] refuses), so no editor copies or drops it.
+//! - It never panics; an error names the line and says what was expected there, and
+//!   never repeats a private key.
 //! - [`PeerStore::to_text`] writes only lines that `wg setconf` accepts, and
 //!   `parse(to_text(store)) == store`. [`PeerStore::save`] refuses a store for which
 //!   that does not hold, and replaces the file atomically (a crash leaves the old or the
-//!   new file, never a mix), with mode 0600 since it holds the private key.
+//!   new file, never a mix), with mode 0660: the tunnel, the hub and the CLI run as
+//!   different users of one group and all edit it. Its lock file is 0660 too.
 //! - Comments other than gatehouse's fields are not kept when the store is saved.
 //! - Disabled and expired peers stay in the file: the tunnel refuses them
 //!   ([`StoredPeer::is_active`]); a plain `wg setconf` of the file would not.
@@ -49,7 +64,13 @@ use time::{Date, OffsetDateTime, UtcOffset};
 /// The gateway's WireGuard interface and its peers, as kept in the store file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerStore {
-    pub private_key: Key,
+    /// The gateway's public key: gatehouse field `# PublicKey` of `[Interface]`, or the
+    /// public half of a legacy `PrivateKey`.
+    pub public_key: Key,
+    /// The `PrivateKey` of a store written before the key had a file of its own; see
+    /// [`PeerStore::take_private_key`]. Private so that only this module and the tunnel's
+    /// migration touch it.
+    private_key: Option<Key>,
     pub listen_port: Option<u16>,
     pub peers: Vec<StoredPeer>,
 }
@@ -103,6 +124,20 @@ pub enum StoreError {
     /// `#`, two peers with the same key, ...), so it was not written.
     #[error("refusing to save the peer store {path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// The store still has the gateway's `PrivateKey` (it predates
+    /// `tunnel.private_key_file`); only the tunnel moves it out.
+    #[error(
+        "the peer store {path} still holds the gateway's PrivateKey (it was written before \
+         the key moved to its own file, tunnel.private_key_file); start `gatehouse tunnel` \
+         once, which moves the key out of it, then try again"
+    )]
+    HoldsPrivateKey { path: PathBuf },
+    /// No store yet: the tunnel makes it (with the gateway's key) on its first start.
+    #[error(
+        "there is no peer store {path} yet: the tunnel makes it, with the gateway's key, when \
+         it first starts; start `gatehouse tunnel` (or `gatehouse up`) once, then try again"
+    )]
+    NotMadeYet { path: PathBuf },
 }
 
 fn describe_path(path: Option<&Path>) -> String {
@@ -115,11 +150,16 @@ fn describe_path(path: Option<&Path>) -> String {
 /// The first lines of every file we write. No `=` in them, so they never read as fields.
 const HEADER: &str = "\
 # Gatehouse's WireGuard peer store. Managed by gatehouse: change it with `gatehouse peer`.
-# It is a plain WireGuard config that `wg setconf` accepts as it is. The comments right
-# after a [Peer] line (Name, Role, Expires, Disabled) are gatehouse's fields for that
-# peer; other comments are dropped when gatehouse saves the file. Disabled and expired
-# peers stay listed: gatehouse's tunnel refuses them, a plain `wg setconf` would not.
+# It is a plain WireGuard config that `wg setconf` accepts as it is. The gateway's private
+# key is not here but in its own file (tunnel.private_key_file); the PublicKey comment in
+# [Interface] is its public half. The comments right after a [Peer] line (Name, Role,
+# Expires, Disabled) are gatehouse's fields for that peer; other comments are dropped when
+# gatehouse saves the file. Disabled and expired peers stay listed: gatehouse's tunnel
+# refuses them, a plain `wg setconf` would not.
 ";
+
+/// Mode of the store and its lock file: the tunnel, the hub and the CLI share a group.
+pub const STORE_MODE: u32 = 0o660;
 
 /// Longest peer name, in characters.
 pub const MAX_NAME_LEN: usize = 32;
@@ -146,18 +186,26 @@ impl StoreLock {
             path: lock_path.clone(),
             source,
         };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent_dir(path))
-            .map_err(error)?;
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
+        create_private_dir(parent_dir(path)).map_err(error)?;
+        // Whoever makes the file makes it group-writable (explicitly: the units run with
+        // UMask=0077); one made by another user is used as it is.
+        let file = match fs::OpenOptions::new()
+            .create_new(true)
             .write(true)
-            .mode(0o600)
+            .mode(STORE_MODE)
             .open(&lock_path)
-            .map_err(error)?;
+        {
+            Ok(file) => {
+                file.set_permissions(fs::Permissions::from_mode(STORE_MODE))
+                    .map_err(error)?;
+                file
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::OpenOptions::new()
+                .write(true)
+                .open(&lock_path)
+                .map_err(error)?,
+            Err(e) => return Err(error(e)),
+        };
         loop {
             // SAFETY: the descriptor is open and stays open for this call.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
@@ -172,13 +220,26 @@ impl StoreLock {
 }
 
 impl PeerStore {
-    /// An empty store with a fresh private key.
-    pub fn new(listen_port: Option<u16>) -> PeerStore {
+    /// An empty store for the gateway with this public key.
+    pub fn new(public_key: Key, listen_port: Option<u16>) -> PeerStore {
         PeerStore {
-            private_key: Key::generate_private(),
+            public_key,
+            private_key: None,
             listen_port,
             peers: Vec::new(),
         }
+    }
+
+    /// Whether the file had a `PrivateKey` line (a store from before the key had a file
+    /// of its own). Such a store is not saved until the tunnel took the key out.
+    pub fn has_private_key(&self) -> bool {
+        self.private_key.is_some()
+    }
+
+    /// Takes the legacy `PrivateKey` out of the store, for the tunnel to move it to its
+    /// key file; the store can be saved afterwards. Only the tunnel calls this.
+    pub fn take_private_key(&mut self) -> Option<Key> {
+        self.private_key.take()
     }
 
     /// Parses the store file's text; see the module documentation for the format.
@@ -191,7 +252,11 @@ impl PeerStore {
         let mut out = String::from(HEADER);
         // `write!` into a String cannot fail; the results are ignored below.
         out.push_str("\n[Interface]\n");
-        let _ = writeln!(out, "PrivateKey = {}", self.private_key.to_base64());
+        let _ = writeln!(out, "# PublicKey = {}", self.public_key.to_base64());
+        // Only so that to_text reads back; `save` refuses a store that has one.
+        if let Some(k) = self.private_key {
+            let _ = writeln!(out, "PrivateKey = {}", k.to_base64());
+        }
         if let Some(port) = self.listen_port {
             let _ = writeln!(out, "ListenPort = {port}");
         }
@@ -226,8 +291,9 @@ impl PeerStore {
         out
     }
 
-    /// Reads and parses the store file. Warns when the file is readable by others (it
-    /// holds the gateway's private key).
+    /// Reads and parses the store file. Warns when users outside the owner and group
+    /// may read or change it (it says who may use the tunnel), or when it still holds a
+    /// private key that others than its owner may read.
     pub fn load(path: &Path) -> Result<PeerStore, StoreError> {
         let read_error = |source| StoreError::Read {
             path: path.to_owned(),
@@ -235,50 +301,51 @@ impl PeerStore {
         };
         let mut file = fs::File::open(path).map_err(read_error)?;
         let mode = file.metadata().map_err(read_error)?.permissions().mode();
-        if mode & 0o077 != 0 {
+        if mode & 0o007 != 0 {
             let mode = format!("{:o}", mode & 0o777);
             tracing::warn!(
                 path = %path.display(),
                 %mode,
-                "the peer store holds the gateway's private key but others may read it; \
-                 run chmod 600 on it"
+                "others than the tunnel's and the hub's users may read or change the peer \
+                 store; run chmod 660 on it"
             );
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(read_error)?;
-        Self::parse_bytes(&bytes).map_err(|e| e.with_path(path))
+        let store = Self::parse_bytes(&bytes).map_err(|e| e.with_path(path))?;
+        if store.has_private_key() && mode & 0o077 != 0 {
+            let mode = format!("{:o}", mode & 0o777);
+            tracing::warn!(
+                path = %path.display(),
+                %mode,
+                "the peer store still holds the gateway's private key and others than its \
+                 owner may read it; start the tunnel, which moves the key to its own file"
+            );
+        }
+        Ok(store)
     }
 
-    /// Loads the store, or creates it (mode 0600, parent directories 0700) with a fresh
-    /// private key when the file does not exist. `listen_port` is only used for a new
-    /// file. When two processes create the file at once, both end up with the same one.
-    pub fn load_or_create(path: &Path, listen_port: u16) -> Result<PeerStore, StoreError> {
-        match fs::symlink_metadata(path) {
-            Ok(_) => return Self::load(path),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(StoreError::Read {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
-        }
+    /// Creates the store for a new gateway (mode 0660, parent directories 0700 when it
+    /// makes them): no peers, `public_key` and `listen_port`. When the file exists
+    /// already it is loaded instead, so two processes creating it at once end up with
+    /// the same one.
+    pub fn create(path: &Path, public_key: Key, listen_port: u16) -> Result<PeerStore, StoreError> {
         let write_error = |source| StoreError::Write {
             path: path.to_owned(),
             source,
         };
-        let dir = parent_dir(path);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(write_error)?;
-        let store = PeerStore::new(Some(listen_port));
-        match write_atomically(path, store.to_text().as_bytes(), Publish::IfAbsent)
-            .map_err(write_error)?
+        create_private_dir(parent_dir(path)).map_err(write_error)?;
+        let store = PeerStore::new(public_key, Some(listen_port));
+        match write_atomically(
+            path,
+            store.to_text().as_bytes(),
+            Publish::IfAbsent,
+            STORE_MODE,
+        )
+        .map_err(write_error)?
         {
             Published::Yes => {
-                tracing::info!(path = %path.display(), "created the peer store with a new private key");
+                tracing::info!(path = %path.display(), "created the peer store");
                 Ok(store)
             }
             // Someone else created it between our check and our write: theirs wins.
@@ -286,10 +353,15 @@ impl PeerStore {
         }
     }
 
-    /// Writes the store atomically: a temporary file in the same directory (mode 0600),
+    /// Writes the store atomically: a temporary file in the same directory (mode 0660),
     /// fsync, rename over `path`, fsync the directory. Refuses a store that would not
-    /// read back unchanged.
+    /// read back unchanged, and one that still holds a private key.
     pub fn save(&self, path: &Path) -> Result<(), StoreError> {
+        if self.has_private_key() {
+            return Err(StoreError::HoldsPrivateKey {
+                path: path.to_owned(),
+            });
+        }
         let text = self.to_text();
         match PeerStore::parse(&text) {
             Ok(back) if back == *self => {}
@@ -308,7 +380,7 @@ impl PeerStore {
                 })
             }
         }
-        write_atomically(path, text.as_bytes(), Publish::Replace)
+        write_atomically(path, text.as_bytes(), Publish::Replace, STORE_MODE)
             .map(|_| ())
             .map_err(|source| StoreError::Write {
                 path: path.to_owned(),
@@ -548,8 +620,11 @@ fn is_wg_space(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\u{0b}' | '\u{0c}' | '\r' | ' ')
 }
 
-/// Gatehouse's fields, kept in comments (`# Name = alice`).
+/// Gatehouse's fields of a peer, kept in comments (`# Name = alice`).
 const FIELDS: [&str; 4] = ["Name", "Role", "Expires", "Disabled"];
+
+/// Gatehouse's fields of `[Interface]`: the gateway's public key.
+const INTERFACE_FIELDS: [&str; 1] = ["PublicKey"];
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
 enum Section {
@@ -564,6 +639,8 @@ struct Parser {
     section: Section,
     interface_line: Option<usize>,
     private_key: Option<Key>,
+    /// `# PublicKey` of `[Interface]`, with its line.
+    public_key: Option<(Key, usize)>,
     listen_port: Option<u16>,
     current: Option<PeerDraft>,
     peers: Vec<(usize, StoredPeer)>,
@@ -628,26 +705,42 @@ impl Parser {
             return Err(parse_error(
                 last_line,
                 "the file has no [Interface] section; expected one with the gateway's \
-                 `PrivateKey = <base64 key>`",
+                 `# PublicKey = <base64 key>` (the tunnel writes it)",
             ));
         };
-        let Some(private_key) = self.private_key else {
-            return Err(parse_error(
-                interface_line,
-                "this [Interface] has no PrivateKey; expected `PrivateKey = <base64 key>` \
-                 (as `wg genkey` prints)",
-            ));
+        let own = match (self.public_key, self.private_key) {
+            (Some((public, _)), None) => public,
+            (None, Some(private)) => private.public(),
+            (Some((public, line)), Some(private)) => {
+                if public != private.public() {
+                    return Err(parse_error(
+                        line,
+                        "this `# PublicKey` is not the public key of the PrivateKey in this \
+                         [Interface]; remove the `# PublicKey` line (the tunnel writes it \
+                         again)",
+                    ));
+                }
+                public
+            }
+            (None, None) => {
+                return Err(parse_error(
+                    interface_line,
+                    "this [Interface] has no `# PublicKey = <base64 key>` (the gateway's \
+                     public key); the tunnel writes it from its key file when it starts, so \
+                     start `gatehouse tunnel` once",
+                ))
+            }
         };
-        let own = private_key.public();
         if let Some((line, _)) = self.peers.iter().find(|(_, p)| p.public_key == own) {
             return Err(parse_error(
                 *line,
-                "this peer's PublicKey is the gateway's own (the public key of PrivateKey); \
+                "this peer's PublicKey is the gateway's own (the public key of [Interface]); \
                  a peer needs a key pair of its own",
             ));
         }
         Ok(PeerStore {
-            private_key,
+            public_key: own,
+            private_key: self.private_key,
             listen_port: self.listen_port,
             peers: self.peers.into_iter().map(|(_, p)| p).collect(),
         })
@@ -720,7 +813,7 @@ impl Parser {
                 line,
                 missing_equals(key, &KEYS).unwrap_or_else(|| {
                     format!(
-                        "{} is not a key of [Interface]; expected PrivateKey or ListenPort \
+                        "{} is not a key of [Interface]; expected ListenPort \
                      (wg-quick keys such as Address, DNS and MTU belong in client configs, \
                      not in the peer store)",
                         shown_key(key)
@@ -832,10 +925,16 @@ impl Parser {
         let Some((key, value)) = comment.split_once('=') else {
             return Ok(());
         };
-        let Some(field) = canonical(key.trim_matches(is_wg_space), &FIELDS) else {
+        let key = key.trim_matches(is_wg_space);
+        let value = value.trim_matches(is_wg_space);
+        if self.section == Section::Interface {
+            if let Some(field) = canonical(key, &INTERFACE_FIELDS) {
+                return self.interface_field(line, field, value);
+            }
+        }
+        let Some(field) = canonical(key, &FIELDS) else {
             return Ok(());
         };
-        let value = value.trim_matches(is_wg_space);
         let placement = format!(
             "`# {field} = ...` is a gatehouse peer field; it goes right after a [Peer] line, \
              before PublicKey and the peer's other keys"
@@ -880,6 +979,28 @@ impl Parser {
                 set_once(&mut peer.disabled, disabled, field, line)
             }
         }
+    }
+
+    /// `# PublicKey = ...` in `[Interface]`.
+    fn interface_field(&mut self, line: usize, field: &str, value: &str) -> Result<(), StoreError> {
+        if value.is_empty() {
+            return Err(parse_error(
+                line,
+                format!("`# {field}` needs a value after `=`"),
+            ));
+        }
+        let k =
+            Key::from_base64(value).map_err(|e| parse_error(line, format!("`# {field}`: {e}")))?;
+        if let Some((_, first)) = self.public_key {
+            return Err(parse_error(
+                line,
+                format!(
+                    "`# {field}` is given twice in this section (first on line {first}); keep one"
+                ),
+            ));
+        }
+        self.public_key = Some((k, line));
+        Ok(())
     }
 
     /// Closes the open `[Peer]`, checking it against the peers before it.
@@ -1011,7 +1132,16 @@ fn check_endpoint(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn parent_dir(path: &Path) -> &Path {
+/// Creates `dir` and missing parents, 0700 (the data directory of a developer's run
+/// is private to one user; on the box tmpfiles makes the shared ones beforehand).
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -1019,7 +1149,7 @@ fn parent_dir(path: &Path) -> &Path {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Publish {
+pub(crate) enum Publish {
     /// Rename over any existing file.
     Replace,
     /// Link into place only if nothing is there yet.
@@ -1027,7 +1157,7 @@ enum Publish {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Published {
+pub(crate) enum Published {
     Yes,
     AlreadyExists,
 }
@@ -1035,15 +1165,22 @@ enum Published {
 /// Makes temporary file names unique within the process (the pid covers processes).
 static TEMP_COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Writes `bytes` to a new 0600 file next to `path`, fsyncs it, moves it into place and
-/// fsyncs the directory, so that after a crash `path` is either the old or the new file.
-fn write_atomically(path: &Path, bytes: &[u8], publish: Publish) -> io::Result<Published> {
+/// Writes `bytes` to a new file next to `path` with exactly `mode` (set with fchmod, so
+/// the umask does not narrow it), fsyncs it, moves it into place and fsyncs the
+/// directory, so that after a crash `path` is either the old or the new file.
+pub(crate) fn write_atomically(
+    path: &Path,
+    bytes: &[u8],
+    publish: Publish,
+    mode: u32,
+) -> io::Result<Published> {
     let dir = parent_dir(path);
     let file_name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "the path does not name a file")
     })?;
     let (temp, mut file) = create_temp(dir, &file_name.to_string_lossy())?;
     let result = (|| {
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
@@ -1114,13 +1251,15 @@ mod tests {
     /// What `to_text` writes for [`sample`], byte for byte.
     const SAMPLE_TEXT: &str = "\
 # Gatehouse's WireGuard peer store. Managed by gatehouse: change it with `gatehouse peer`.
-# It is a plain WireGuard config that `wg setconf` accepts as it is. The comments right
-# after a [Peer] line (Name, Role, Expires, Disabled) are gatehouse's fields for that
-# peer; other comments are dropped when gatehouse saves the file. Disabled and expired
-# peers stay listed: gatehouse's tunnel refuses them, a plain `wg setconf` would not.
+# It is a plain WireGuard config that `wg setconf` accepts as it is. The gateway's private
+# key is not here but in its own file (tunnel.private_key_file); the PublicKey comment in
+# [Interface] is its public half. The comments right after a [Peer] line (Name, Role,
+# Expires, Disabled) are gatehouse's fields for that peer; other comments are dropped when
+# gatehouse saves the file. Disabled and expired peers stay listed: gatehouse's tunnel
+# refuses them, a plain `wg setconf` would not.
 
 [Interface]
-PrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=
+# PublicKey = HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=
 ListenPort = 51820
 
 [Peer]
@@ -1147,7 +1286,8 @@ PublicKey = kTEZUBX/d8MOMv3trLUYJgbkhrKVmpcomYj/sqk4NgE=
 
     fn sample() -> PeerStore {
         PeerStore {
-            private_key: key(SERVER_PRIVATE),
+            public_key: key(SERVER_PUBLIC),
+            private_key: None,
             listen_port: Some(51820),
             peers: vec![
                 StoredPeer {
@@ -1183,7 +1323,7 @@ PublicKey = kTEZUBX/d8MOMv3trLUYJgbkhrKVmpcomYj/sqk4NgE=
     }
 
     fn with_interface(rest: &str) -> String {
-        format!("[Interface]\nPrivateKey = {SERVER_PRIVATE}\n{rest}")
+        format!("[Interface]\n# PublicKey = {SERVER_PUBLIC}\n{rest}")
     }
 
     #[test]
@@ -1203,7 +1343,12 @@ PublicKey = kTEZUBX/d8MOMv3trLUYJgbkhrKVmpcomYj/sqk4NgE=
 
     #[test]
     fn round_trips() {
-        let mut stores = vec![sample(), PeerStore::new(None), PeerStore::new(Some(0))];
+        let gw = Key::generate_private().public();
+        let mut stores = vec![
+            sample(),
+            PeerStore::new(gw, None),
+            PeerStore::new(gw, Some(0)),
+        ];
         let mut odd = sample();
         odd.peers[0].expires = Some(datetime!(2030-02-03 04:05:06.789 +02:00));
         odd.peers[0].persistent_keepalive = Some(0);
@@ -1251,7 +1396,11 @@ PublicKey = kTEZUBX/d8MOMv3trLUYJgbkhrKVmpcomYj/sqk4NgE=
     #[test]
     fn reads_what_wg_reads() {
         let store = PeerStore::parse(&hand_written()).unwrap();
-        assert_eq!(store.private_key, key(SERVER_PRIVATE));
+        // A hand-written (or legacy) file with the private key: its public half is the
+        // gateway's public key, and the key is kept for the tunnel to move out.
+        assert!(store.has_private_key());
+        assert_eq!(store.public_key, key(SERVER_PUBLIC));
+        assert_eq!(store.clone().take_private_key(), Some(key(SERVER_PRIVATE)));
         assert_eq!(store.listen_port, Some(51820));
         let alice = &store.peers[0];
         assert_eq!(alice.name.as_deref(), Some("alice"));
@@ -1290,7 +1439,20 @@ PublicKey = kTEZUBX/d8MOMv3trLUYJgbkhrKVmpcomYj/sqk4NgE=
             (with_interface("[Peers]\n"), 3, "expected [Interface] or [Peer]"),
             (with_interface("just words\n"), 3, "expected `Key = value`"),
             ("[Interface]\nPrivateKey = abc\n".into(), 2, "44 characters"),
-            ("[Interface]\nListenPort = 1\n".into(), 1, "has no PrivateKey"),
+            ("[Interface]\nListenPort = 1\n".into(), 1, "has no `# PublicKey"),
+            ("[Interface]\n# PublicKey = abc\n".into(), 2, "`# PublicKey`: a WireGuard key is 44"),
+            ("[Interface]\n# PublicKey =\n".into(), 2, "needs a value"),
+            (with_interface(&format!("#publickey={SERVER_PUBLIC}\n")), 3, "given twice in this section (first on line 2)"),
+            (
+                format!("[Interface]\n# PublicKey = {ALICE}\nPrivateKey = {SERVER_PRIVATE}\n"),
+                2,
+                "not the public key of the PrivateKey",
+            ),
+            (
+                format!("[Interface]\nPrivateKey = {SERVER_PRIVATE}\n[Peer]\nPublicKey = {SERVER_PUBLIC}\n"),
+                3,
+                "the gateway's own",
+            ),
             ("# only a comment\n\n".into(), 2, "no [Interface] section"),
             ("".into(), 1, "no [Interface] section"),
             (peer("Name = alice\n"), 6, "not a key of [Peer]"),
@@ -1462,7 +1624,7 @@ PublicKey = kTEZUBX/d8MOMv3trLUYJgbkhrKVmpcomYj/sqk4NgE=
         let gw = ip("10.77.0.1");
         let store = sample();
         assert_eq!(store.next_free_address(subnet, gw), Some(ip("10.77.0.4")));
-        let empty = PeerStore::new(None);
+        let empty = PeerStore::new(key(SERVER_PUBLIC), None);
         assert_eq!(empty.next_free_address(subnet, gw), Some(ip("10.77.0.2")));
         assert_eq!(
             empty.next_free_address(subnet, ip("10.77.0.200")),
@@ -1470,7 +1632,7 @@ PublicKey = kTEZUBX/d8MOMv3trLUYJgbkhrKVmpcomYj/sqk4NgE=
         );
         // Filling a /29 (.1 gateway, .2 to .6 usable, .7 broadcast).
         let small = cidr("10.9.0.0/29");
-        let mut store = PeerStore::new(None);
+        let mut store = PeerStore::new(key(SERVER_PUBLIC), None);
         let mut given = Vec::new();
         while let Some(a) = store.next_free_address(small, ip("10.9.0.1")) {
             given.push(a);
@@ -1481,7 +1643,7 @@ PublicKey = kTEZUBX/d8MOMv3trLUYJgbkhrKVmpcomYj/sqk4NgE=
         let want: Vec<IpAddr> = (2..=6).map(|i| ip(&format!("10.9.0.{i}"))).collect();
         assert_eq!(given, want);
         // A peer whose entry covers a block is jumped over in one step, even a huge one.
-        let mut store = PeerStore::new(None);
+        let mut store = PeerStore::new(key(SERVER_PUBLIC), None);
         let mut p = StoredPeer::new(key(ALICE));
         p.allowed_ips = vec![cidr("fd77::/65"), cidr("10.77.0.0/25")];
         store.peers.push(p);
@@ -1508,7 +1670,7 @@ PublicKey = kTEZUBX/d8MOMv3trLUYJgbkhrKVmpcomYj/sqk4NgE=
             Some(ip("fd00::2"))
         );
         // Other address family entries do not count.
-        let mut store = PeerStore::new(None);
+        let mut store = PeerStore::new(key(SERVER_PUBLIC), None);
         let mut p = StoredPeer::new(key(ALICE));
         p.allowed_ips = vec![cidr("::/0")];
         store.peers.push(p);
@@ -1606,15 +1768,18 @@ PublicKey = kTEZUBX/d8MOMv3trLUYJgbkhrKVmpcomYj/sqk4NgE=
         let store = sample();
         store.save(&path).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), SAMPLE_TEXT);
-        assert_eq!(mode(&path), 0o600);
+        assert!(!SAMPLE_TEXT.contains("PrivateKey"));
+        assert_eq!(mode(&path), 0o660, "the hub's user edits it too");
         assert_eq!(PeerStore::load(&path).unwrap(), store);
-        // Replacing an existing file, even one with a wider mode.
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        let mut changed = store.clone();
-        changed.peers.pop();
-        changed.save(&path).unwrap();
-        assert_eq!(PeerStore::load(&path).unwrap(), changed);
-        assert_eq!(mode(&path), 0o600);
+        // Replacing an existing file, whatever its mode.
+        for old in [0o644, 0o600] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(old)).unwrap();
+            let mut changed = store.clone();
+            changed.peers.pop();
+            changed.save(&path).unwrap();
+            assert_eq!(PeerStore::load(&path).unwrap(), changed);
+            assert_eq!(mode(&path), 0o660);
+        }
         assert_eq!(
             dir_entries(dir.path()),
             vec!["wg0.conf"],
@@ -1646,18 +1811,65 @@ PublicKey = kTEZUBX/d8MOMv3trLUYJgbkhrKVmpcomYj/sqk4NgE=
     }
 
     #[test]
-    fn load_or_create_makes_dirs_and_keeps_the_key() {
+    fn create_makes_dirs_and_keeps_an_existing_store() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/gatehouse/wg0.conf");
-        let created = PeerStore::load_or_create(&path, 51821).unwrap();
+        let created = PeerStore::create(&path, key(SERVER_PUBLIC), 51821).unwrap();
         assert_eq!(created.listen_port, Some(51821));
         assert!(created.peers.is_empty());
-        assert!(!created.private_key.is_zero());
-        assert_eq!(mode(&path), 0o600);
+        assert_eq!(created.public_key, key(SERVER_PUBLIC));
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains(&format!("\n[Interface]\n# PublicKey = {SERVER_PUBLIC}\n")));
+        assert!(!text.contains("PrivateKey"), "{text}");
+        assert_eq!(mode(&path), 0o660);
         assert_eq!(mode(&dir.path().join("state")), 0o700);
         assert_eq!(dir_entries(path.parent().unwrap()), vec!["wg0.conf"]);
-        let again = PeerStore::load_or_create(&path, 9).unwrap();
-        assert_eq!(again, created, "an existing file is loaded, its port kept");
+        let again = PeerStore::create(&path, key(ALICE), 9).unwrap();
+        assert_eq!(
+            again, created,
+            "an existing file is loaded, its key and port kept"
+        );
+    }
+
+    /// A store from before the key file: it reads, but is never written back with its
+    /// key, nor without it unless the key was taken out (by the tunnel).
+    #[test]
+    fn a_legacy_store_is_not_saved_until_its_key_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wg0.conf");
+        let legacy = SAMPLE_TEXT.replace(
+            &format!("# PublicKey = {SERVER_PUBLIC}\n"),
+            &format!("PrivateKey = {SERVER_PRIVATE}\n"),
+        );
+        fs::write(&path, &legacy).unwrap();
+        let mut store = PeerStore::load(&path).unwrap();
+        assert!(store.has_private_key());
+        assert_eq!(store.public_key, key(SERVER_PUBLIC));
+        assert_eq!(PeerStore::parse(&store.to_text()).unwrap(), store);
+        let e = store.save(&path).unwrap_err();
+        assert!(matches!(e, StoreError::HoldsPrivateKey { .. }), "{e}");
+        assert!(e.to_string().contains("start `gatehouse tunnel`"), "{e}");
+        assert!(!e.to_string().contains(&SERVER_PRIVATE[..20]), "{e}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), legacy, "untouched");
+        assert_eq!(store.take_private_key(), Some(key(SERVER_PRIVATE)));
+        store.save(&path).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), SAMPLE_TEXT);
+    }
+
+    /// Every process makes the lock file 0660, so the others can take the lock too.
+    #[test]
+    fn lock_file_is_group_writable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data/wg0.conf");
+        let lock = StoreLock::acquire(&path).unwrap();
+        let lock_path = dir.path().join("data/wg0.conf.lock");
+        assert_eq!(mode(&lock_path), 0o660);
+        assert_eq!(mode(&dir.path().join("data")), 0o700);
+        drop(lock);
+        // An existing one (made by another user on the box) is used as it is.
+        fs::set_permissions(&lock_path, fs::Permissions::from_mode(0o640)).unwrap();
+        drop(StoreLock::acquire(&path).unwrap());
+        assert_eq!(mode(&lock_path), 0o640);
     }
 
     #[test]
@@ -1665,8 +1877,8 @@ PublicKey = kTEZUBX/d8MOMv3trLUYJgbkhrKVmpcomYj/sqk4NgE=
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wg0.conf");
         sample().save(&path).unwrap();
-        let other = PeerStore::new(Some(1)).to_text();
-        let got = write_atomically(&path, other.as_bytes(), Publish::IfAbsent).unwrap();
+        let other = PeerStore::new(key(ALICE), Some(1)).to_text();
+        let got = write_atomically(&path, other.as_bytes(), Publish::IfAbsent, STORE_MODE).unwrap();
         assert_eq!(got, Published::AlreadyExists);
         assert_eq!(fs::read_to_string(&path).unwrap(), SAMPLE_TEXT);
         assert_eq!(dir_entries(dir.path()), vec!["wg0.conf"]);
@@ -1692,7 +1904,7 @@ PublicKey = kTEZUBX/d8MOMv3trLUYJgbkhrKVmpcomYj/sqk4NgE=
                 message,
             }) => {
                 assert_eq!(p, path);
-                assert_eq!(line, 12);
+                assert_eq!(line, 14);
                 assert!(message.contains("not UTF-8"), "{message}");
             }
             other => panic!("{other:?}"),

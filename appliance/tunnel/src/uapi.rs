@@ -12,7 +12,10 @@
 //!   requests, each answered with its body and `errno=N` and a blank line. Lines and
 //!   requests are bounded ([`MAX_LINE_BYTES`], [`MAX_REQUEST_BYTES`]); no input panics.
 //! - [`listen`]: the socket file (`/var/run/wireguard/<iface>.sock`), an accept thread and
-//!   a short-lived thread per connection, behind a [`UapiServer`] guard.
+//!   a short-lived thread per connection, behind a [`UapiServer`] guard. The socket is
+//!   0660 so the hub's user (same group) can read live peer figures; a client that is
+//!   neither root nor the daemon's own user is served through [`GroupMember`]: its `get`
+//!   answers carry no `private_key` and a `set` of the private key is refused (EPERM).
 //! - [`query`] / [`configure`]: the client side, as `wg show` / `wg set` use it, for
 //!   talking to a running tunnel (ours or wireguard-go).
 //!
@@ -252,6 +255,9 @@ pub enum UapiError {
     /// The daemon at the other end of [`query`] or [`configure`] answered this errno.
     #[error("the WireGuard daemon answered errno {errno}: {}", io::Error::from_raw_os_error(*errno))]
     Remote { errno: i32 },
+    /// The client may not do this (a group member setting the private key).
+    #[error("{0}")]
+    NotPermitted(&'static str),
 }
 
 impl UapiError {
@@ -272,6 +278,7 @@ impl UapiError {
             UapiError::PortInUse(_) => libc::EADDRINUSE,
             UapiError::Io(_) => libc::EIO,
             UapiError::Remote { errno } => *errno,
+            UapiError::NotPermitted(_) => libc::EPERM,
         }
     }
 
@@ -291,6 +298,59 @@ pub trait UapiHandler: Send + Sync {
     fn get(&self) -> DeviceInfo;
     /// Applies the whole update or, on an error, none of it.
     fn set(&self, update: DeviceUpdate) -> Result<(), UapiError>;
+}
+
+/// A handler as a client other than root and the daemon's own user sees it (on the box:
+/// the hub, in the tunnel's group): no private key in `get`, and no `set` of one. Knowing
+/// a key one set is reading it, so both are refused.
+pub struct GroupMember(pub Arc<dyn UapiHandler>);
+
+impl UapiHandler for GroupMember {
+    fn get(&self) -> DeviceInfo {
+        DeviceInfo {
+            private_key: None,
+            ..self.0.get()
+        }
+    }
+
+    fn set(&self, update: DeviceUpdate) -> Result<(), UapiError> {
+        if update.private_key.is_some() {
+            return Err(UapiError::NotPermitted(
+                "only root or the tunnel's own user may set the private key",
+            ));
+        }
+        self.0.set(update)
+    }
+}
+
+/// Whether the process at the other end of `stream` is root or runs as our own user
+/// (SO_PEERCRED); `false` when that cannot be told.
+#[allow(unsafe_code)] // getsockopt(2) into a local ucred of the size we pass; geteuid(2).
+fn is_trusted_peer(stream: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd as _;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the descriptor is open for the call; `cred` and `len` are valid for writes
+    // of `len` bytes, the size of `libc::ucred`.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::addr_of_mut!(cred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 || len as usize != std::mem::size_of::<libc::ucred>() {
+        return false;
+    }
+    // SAFETY: geteuid takes nothing and cannot fail.
+    let own = unsafe { libc::geteuid() };
+    cred.uid == 0 || cred.uid == own
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1179,17 +1239,23 @@ impl Drop for SocketFile {
     }
 }
 
+/// Mode of the UAPI socket: the tunnel's user and group.
+pub const SOCKET_MODE: u32 = 0o660;
+/// Mode of the socket's directory when [`listen`] makes it.
+pub const SOCKET_DIR_MODE: u32 = 0o750;
+
 const LISTENER: mio::Token = mio::Token(0);
 const WAKER: mio::Token = mio::Token(1);
 
 /// Binds the UAPI socket at `path` and serves it on a thread of its own.
 ///
-/// As wireguard-go's `UAPIOpen`: creates the parent directory (mode 0755) if missing;
-/// refuses if a daemon answers on `path`; removes a socket file nobody answers on. Refuses
-/// to replace anything at `path` that is not a socket. The socket is owner-only (0600;
-/// wireguard-go binds under umask 077). It is bound in a private directory, restricted,
-/// and only then linked at `path`, so it is never reachable with looser permissions and
-/// never replaces a socket another daemon bound meanwhile.
+/// As wireguard-go's `UAPIOpen`: creates the parent directory if missing (mode 0750:
+/// the hub's user, in our group, reaches the socket); refuses if a daemon answers on
+/// `path`; removes a socket file nobody answers on. Refuses to replace anything at `path`
+/// that is not a socket. The socket is 0660 (wireguard-go's is 0600): the group may
+/// connect, but is served through [`GroupMember`]. It is bound in a private directory,
+/// restricted, and only then linked at `path`, so it is never reachable with looser
+/// permissions and never replaces a socket another daemon bound meanwhile.
 pub fn listen(path: &Path, handler: Arc<dyn UapiHandler>) -> io::Result<UapiServer> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -1201,11 +1267,14 @@ pub fn listen(path: &Path, handler: Arc<dyn UapiHandler>) -> io::Result<UapiServ
             format!("UAPI socket path {} names no file", path.display()),
         ));
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|e| with_context(e, format!("cannot create {}", dir.display())))?;
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(SOCKET_DIR_MODE)
+            .create(dir)
+            .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(SOCKET_DIR_MODE)))
+            .map_err(|e| with_context(e, format!("cannot create {}", dir.display())))?;
+    }
     clear_stale_socket(path)?;
     let listener = bind_private(dir, path)?;
     let meta = fs::symlink_metadata(path)?;
@@ -1295,8 +1364,8 @@ fn clear_stale_socket(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Binds in a fresh 0700 directory next to `path`, makes the socket 0600, then
-/// hard-links it at `path` (which fails rather than replace anything).
+/// Binds in a fresh 0700 directory next to `path`, makes the socket [`SOCKET_MODE`],
+/// then hard-links it at `path` (which fails rather than replace anything).
 fn bind_private(dir: &Path, path: &Path) -> io::Result<UnixListener> {
     static SEQUENCE: AtomicUsize = AtomicUsize::new(0);
     let private = dir.join(format!(
@@ -1312,7 +1381,7 @@ fn bind_private(dir: &Path, path: &Path) -> io::Result<UnixListener> {
     let result = (|| {
         let listener = UnixListener::bind(&temp)
             .map_err(|e| with_context(e, format!("cannot bind {}", temp.display())))?;
-        fs::set_permissions(&temp, fs::Permissions::from_mode(0o600))?;
+        fs::set_permissions(&temp, fs::Permissions::from_mode(SOCKET_MODE))?;
         fs::hard_link(&temp, path).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 io::Error::new(
@@ -1392,7 +1461,11 @@ fn spawn_connection(stream: UnixStream, shared: &Arc<Shared>, handler: &Arc<dyn 
         tracing::warn!(error = %e, "cannot set up a UAPI connection");
         return;
     }
-    let handler = Arc::clone(handler);
+    let handler: Arc<dyn UapiHandler> = if is_trusted_peer(&stream) {
+        Arc::clone(handler)
+    } else {
+        Arc::new(GroupMember(Arc::clone(handler)))
+    };
     let spawned = thread::Builder::new()
         .name("uapi-conn".into())
         .spawn(move || {
@@ -1968,6 +2041,46 @@ mod tests {
         outputs.swap_remove(0)
     }
 
+    /// What the hub's user gets: the device without its private key; a set of the key
+    /// refused with EPERM and not applied; other sets applied.
+    #[test]
+    fn a_group_member_never_sees_or_sets_the_private_key() {
+        let device = Arc::new(FakeDevice {
+            info: DeviceInfo {
+                private_key: Some(key(PRIV)),
+                ..fake().info
+            },
+            sets: Mutex::default(),
+        });
+        let member = GroupMember(device.clone());
+        let input = format!(
+            "get=1\n\nset=1\nprivate_key={PRIV}\n\nset=1\npublic_key={PEER2}\nallowed_ip=10.0.0.2/32\n\n"
+        );
+        let mut d = Duplex {
+            input: input.as_bytes(),
+            chunk: 4096,
+            output: Vec::new(),
+        };
+        serve_connection(&mut d, &member).unwrap();
+        let out = String::from_utf8(d.output).unwrap();
+        assert!(!out.contains("private_key"), "{out}");
+        assert!(!out.contains(PRIV), "{out}");
+        assert!(out.starts_with("listen_port=51820\npublic_key="), "{out}");
+        assert!(out.ends_with("errno=0\n\nerrno=-1\n\nerrno=0\n\n"), "{out}");
+        let sets = device.sets.lock().unwrap();
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].private_key, None);
+        // The device itself still has it: the daemon's own user and root see it.
+        assert!(format_get(&device.get()).contains(&format!("private_key={PRIV}")));
+    }
+
+    /// Both ends of a socket pair are this process: trusted (as root or not).
+    #[test]
+    fn our_own_user_is_a_trusted_peer() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert!(is_trusted_peer(&a));
+    }
+
     #[test]
     fn serves_get_then_set_then_get_on_one_connection() {
         let device = fake();
@@ -2403,10 +2516,10 @@ mod tests {
 
         let meta = fs::symlink_metadata(&path).unwrap();
         assert!(meta.file_type().is_socket());
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
         assert_eq!(
             fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
-            0o755
+            0o750
         );
         // Nothing but the socket is left in the directory.
         let names: Vec<_> = fs::read_dir(&dir)

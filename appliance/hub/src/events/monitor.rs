@@ -43,9 +43,10 @@
 //!   stopping) is retried at the next tick, in order (at most [`MAX_PENDING`] wait; beyond
 //!   that the oldest is dropped and logged): a retry that did reach the store folds.
 //! - The tunnel's key: at start the hub makes sure the reserved source `tunnel` exists
-//!   and writes its API key to [`TUNNEL_KEY_FILE`] (0600) in the data directory, where the
-//!   tunnel reads it to post its events to the webhook. A key file that still matches is
-//!   kept.
+//!   and writes its API key to [`TUNNEL_KEY_FILE`] (0640: on the box the tunnel runs as
+//!   another user of the hub's group) in the data directory, where the tunnel reads it to
+//!   post its events to the webhook. A key file that still matches is kept (its mode set
+//!   to 0640 if it is not).
 //!
 //! The detectors ([`DenyWatch`], [`OfflineWatch`], [`ConditionWatch`], [`disk_full`],
 //! [`clock_unsynchronised`]) are sans-IO: the time and the readings are passed in.
@@ -503,9 +504,12 @@ pub enum TunnelKeyError {
     },
 }
 
+/// Mode of [`TUNNEL_KEY_FILE`]: the hub writes it, the tunnel (same group) reads it.
+pub const TUNNEL_KEY_MODE: u32 = 0o640;
+
 /// Makes sure the reserved source `tunnel` exists and that [`TUNNEL_KEY_FILE`] holds its
-/// key (written 0600, through a temporary file and a rename). Returns whether a new key
-/// was written.
+/// key (written [`TUNNEL_KEY_MODE`], set explicitly whatever the umask, through a
+/// temporary file and a rename). Returns whether a new key was written.
 pub fn provide_tunnel_key(
     store: &Store,
     data_dir: &Path,
@@ -516,17 +520,27 @@ pub fn provide_tunnel_key(
     let current = current.as_deref().map(str::trim).filter(|k| !k.is_empty());
     let (_, fresh) =
         store.ensure_internal_source(TUNNEL_SOURCE, SourceKind::Tunnel, current, now)?;
-    let Some(key) = fresh else {
-        return Ok(false);
-    };
     let write_err = |source| TunnelKeyError::Write {
         path: path.clone(),
         source,
     };
+    let Some(key) = fresh else {
+        // Kept; one written 0600 by an older version is widened for the tunnel's user.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)
+            .map_err(write_err)?
+            .permissions()
+            .mode();
+        if mode & 0o777 != TUNNEL_KEY_MODE {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(TUNNEL_KEY_MODE))
+                .map_err(write_err)?;
+        }
+        return Ok(false);
+    };
     let tmp = data_dir.join(format!("{TUNNEL_KEY_FILE}.tmp"));
     {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let _ = std::fs::remove_file(&tmp);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -534,7 +548,8 @@ pub fn provide_tunnel_key(
             .mode(0o600)
             .open(&tmp)
             .map_err(write_err)?;
-        f.write_all(format!("{}\n", key.expose()).as_bytes())
+        f.set_permissions(std::fs::Permissions::from_mode(TUNNEL_KEY_MODE))
+            .and_then(|()| f.write_all(format!("{}\n", key.expose()).as_bytes()))
             .and_then(|()| f.sync_all())
             .map_err(write_err)?;
     }
@@ -1374,15 +1389,22 @@ mod tests {
         let path = dir.path().join(TUNNEL_KEY_FILE);
         let key = std::fs::read_to_string(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            mode & 0o777,
+            0o640,
+            "the tunnel's user (same group) reads it"
+        );
         let source = store.event_source_by_key(key.trim()).unwrap().unwrap();
         assert_eq!(
             (source.name.as_str(), source.kind),
             (TUNNEL_SOURCE, SourceKind::Tunnel)
         );
-        // Still matching: kept.
+        // Still matching: kept, and one left 0600 by an older version is made 0640.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(!provide_tunnel_key(&store, dir.path(), T0).unwrap());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), key);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
         // Lost: a new one.
         std::fs::remove_file(&path).unwrap();
         assert!(provide_tunnel_key(&store, dir.path(), T0).unwrap());
