@@ -48,6 +48,20 @@ pub enum TunnelError {
     )]
     KeyConflict { store: PathBuf, key_file: PathBuf },
     #[error(
+        "the gateway's key file {key_file} is missing, but the peer list {store} gives its \
+         {peers} peer(s) the gateway public key {public_key}; a new key would lock them all \
+         out. Restore {key_file} from a backup (mode 0600); or, to give the gateway a new \
+         key on purpose, write one with `wg genkey > {key_file}` and `chmod 600 {key_file}`, \
+         start the tunnel, and give every peer a new config (`gatehouse peer remove` and \
+         `peer add`)"
+    )]
+    KeyFileLost {
+        store: PathBuf,
+        key_file: PathBuf,
+        peers: usize,
+        public_key: Key,
+    },
+    #[error(
         "cannot bind UDP port {port} (tunnel.listen_port): {source}; is another WireGuard running?"
     )]
     Bind {
@@ -84,7 +98,7 @@ pub struct TunnelService {
     uapi: Option<UapiServer>,
     /// Serialises writes of the peer store within this process, and holds the stamp of
     /// the store's version the device was last made from (or that we wrote).
-    store_lock: Arc<Mutex<Option<StoreStamp>>>,
+    store_lock: Arc<Mutex<Synced>>,
     /// Posts peer and handshake events to the hub (see [`crate::events`]).
     events: Option<crate::events::EventReporter>,
 }
@@ -138,14 +152,20 @@ impl TunnelService {
         let dataplane =
             DataPlane::start(device.clone(), socket.clone(), side).map_err(TunnelError::Thread)?;
 
-        let store_lock = Arc::new(Mutex::new(stamp));
+        let store_lock = Arc::new(Mutex::new(Synced::new(stamp, &store)));
         let control = {
             let (config, lock) = (config.clone(), store_lock.clone());
             DeviceControl::new(device.clone(), socket).on_change(move |d| {
-                let mut seen = lock.lock().unwrap_or_else(|e| e.into_inner());
-                match write_back(&config, d) {
-                    Ok((store, stamp)) => {
-                        *seen = stamp;
+                let mut synced = lock.lock().unwrap_or_else(|e| e.into_inner());
+                match write_back(&config, d, &synced) {
+                    Ok((store, stamp, foreign)) => {
+                        synced.on_device = d.peers().iter().map(|p| p.config.public_key).collect();
+                        // Peers another process saved meanwhile are in the store but not
+                        // on the device yet: leave the old stamp, so the loop's next
+                        // poll applies the store.
+                        if !foreign {
+                            synced.stamp = stamp;
+                        }
                         if service_firewall {
                             if let Err(e) = apply_firewall(&config, &store) {
                                 tracing::error!(error = %e, "firewall update failed");
@@ -191,9 +211,9 @@ impl TunnelService {
     /// Re-reads the key file and the peer store (moving a legacy store's key out, as
     /// start does) and applies them; returns the number of active peers.
     pub fn reload(&self) -> Result<usize, TunnelError> {
-        let mut seen = self.store_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut synced = self.store_lock.lock().unwrap_or_else(|e| e.into_inner());
         let (private_key, store, stamp) = prepare_locked(&self.config, self.device.private_key())?;
-        *seen = stamp;
+        *synced = Synced::new(stamp, &store);
         if self.device.private_key() != Some(private_key) {
             self.device.set_private_key(Some(private_key));
         }
@@ -212,14 +232,21 @@ impl TunnelService {
     /// calls it every [`STORE_POLL`].
     pub fn reload_if_changed(&self) -> Option<Result<usize, TunnelError>> {
         let now = StoreStamp::of(&self.config.tunnel.peers_file);
-        let seen = *self.store_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = self
+            .store_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stamp;
         if now == seen {
             return None;
         }
         let result = self.reload();
         if result.is_err() {
             // Tried once per version: the next try is when the file changes again.
-            *self.store_lock.lock().unwrap_or_else(|e| e.into_inner()) = now;
+            self.store_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .stamp = now;
         }
         Some(result)
     }
@@ -260,6 +287,31 @@ pub fn prepare_gateway(
 
 /// How often the tunnel's loop looks whether another process saved the store.
 pub const STORE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What the device was last made from or written back to: that store version and the
+/// peers the device then had. It tells a peer another process added to the store since
+/// (never on the device: kept by a write-back) from one `wg set` removed (on the device
+/// then: dropped).
+#[derive(Debug)]
+struct Synced {
+    stamp: Option<StoreStamp>,
+    on_device: std::collections::HashSet<Key>,
+}
+
+impl Synced {
+    /// After the device was made from `store` (the peers [`peer_configs`] gives it).
+    fn new(stamp: Option<StoreStamp>, store: &PeerStore) -> Synced {
+        Synced {
+            stamp,
+            on_device: store
+                .peers
+                .iter()
+                .filter(|p| !p.disabled)
+                .map(|p| p.public_key)
+                .collect(),
+        }
+    }
+}
 
 /// One version of the store file: a save (by anyone) puts a new file in place, a new
 /// inode; an edit in place changes the modification time or the length.
@@ -335,6 +387,18 @@ fn prepare_under_lock(
         return Ok((key, store));
     };
     let Some(legacy) = store.take_private_key() else {
+        if running.is_none()
+            && !store.peers.is_empty()
+            && std::fs::symlink_metadata(key_path)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            return Err(TunnelError::KeyFileLost {
+                store: store_path.clone(),
+                key_file: key_path.clone(),
+                peers: store.peers.len(),
+                public_key: store.public_key,
+            });
+        }
         let key = key_file()?;
         return refresh_public_key(store_path, store, key);
     };
@@ -444,12 +508,17 @@ fn resolve(endpoint: &str) -> Option<SocketAddr> {
 
 /// Writes the device's peers back into the store, keeping disabled peers and each peer's
 /// gatehouse fields; peers new to the store (added with `wg set`) get the installer role.
+/// When another process saved the store after the device was last synced (`synced`),
+/// the peers it added (never on the device) are kept, and the third value is true: the
+/// store then holds more than the device, and the caller must have it applied.
 fn write_back(
     config: &Config,
     device: &Device,
-) -> Result<(PeerStore, Option<StoreStamp>), TunnelError> {
+    synced: &Synced,
+) -> Result<(PeerStore, Option<StoreStamp>, bool), TunnelError> {
     let path = &config.tunnel.peers_file;
     let _only_writer = StoreLock::acquire(path)?;
+    let foreign = StoreStamp::of(path) != synced.stamp;
     let mut store = PeerStore::load(path)?;
     if store.has_private_key() {
         // Put back by hand while we run; a reload (SIGHUP) or restart moves it out.
@@ -465,9 +534,11 @@ fn write_back(
     }
     store.listen_port = Some(device.listen_port());
     let live: Vec<PeerConfig> = device.peers().into_iter().map(|p| p.config).collect();
-    store
-        .peers
-        .retain(|s| s.disabled || live.iter().any(|c| c.public_key == s.public_key));
+    store.peers.retain(|s| {
+        s.disabled
+            || live.iter().any(|c| c.public_key == s.public_key)
+            || (foreign && !synced.on_device.contains(&s.public_key))
+    });
     for c in live {
         let existing = store
             .peers
@@ -499,7 +570,7 @@ fn write_back(
         }
     }
     store.save(path)?;
-    Ok((store, StoreStamp::of(path)))
+    Ok((store, StoreStamp::of(path), foreign))
 }
 
 /// Generates the nftables rules for the store's active peers and applies them.
@@ -531,7 +602,7 @@ fn enable_forwarding() {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::uapi::DeviceUpdate;
+    use crate::uapi::{DeviceUpdate, PeerUpdate};
     use std::fs;
     use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 
@@ -636,6 +707,59 @@ mod tests {
         );
         assert!(text.contains("# Name = bob\n# Role = admin\n"), "{text}");
         assert_eq!(mode(&t.peers_file), 0o660, "the hub's user can edit it now");
+        service.stop();
+    }
+
+    /// The key file lost while the tunnel was stopped, peers in the store: a new random
+    /// key would quietly lock every peer out, so the tunnel refuses and says what to do;
+    /// a key written by hand (a new key on purpose) is taken.
+    #[test]
+    fn a_lost_key_file_with_peers_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let t = &config.tunnel;
+        let service = TunnelService::start(&config).unwrap();
+        let old = gateway_key::load(&t.private_key_file).unwrap();
+        add(&config, "ada");
+        service.stop();
+        fs::remove_file(&t.private_key_file).unwrap();
+        let e = TunnelService::start(&config).err().unwrap();
+        assert!(
+            matches!(e, TunnelError::KeyFileLost { peers: 1, .. }),
+            "{e}"
+        );
+        let shown = e.to_string();
+        for want in [
+            t.private_key_file.display().to_string(),
+            t.peers_file.display().to_string(),
+            old.public().to_string(),
+            "Restore".to_owned(),
+            "wg genkey".to_owned(),
+        ] {
+            assert!(shown.contains(&want), "{want}: {shown}");
+        }
+        assert!(!t.private_key_file.exists(), "no key was made");
+        // A new key on purpose: the store follows it.
+        let new = Key::generate_private();
+        gateway_key::create(&t.private_key_file, new).unwrap();
+        let service = TunnelService::start(&config).unwrap();
+        assert_eq!(live_key(&config), new);
+        let store = PeerStore::load(&t.peers_file).unwrap();
+        assert_eq!(store.public_key, new.public());
+        assert_eq!(store.peers.len(), 1);
+        service.stop();
+        // Without peers nobody is locked out: a missing key file is simply made.
+        fs::remove_file(&t.private_key_file).unwrap();
+        fs::write(
+            &t.peers_file,
+            format!(
+                "[Interface]\n# PublicKey = {}\nListenPort = 0\n",
+                new.public()
+            ),
+        )
+        .unwrap();
+        let service = TunnelService::start(&config).unwrap();
+        assert_ne!(live_key(&config), new);
         service.stop();
     }
 
@@ -753,6 +877,80 @@ mod tests {
         assert!(service.reload_if_changed().unwrap().is_err());
         assert!(service.reload_if_changed().is_none());
         assert_eq!(service.device().peer_keys(), vec![peer]);
+        service.stop();
+    }
+
+    fn add(config: &Config, name: &str) -> Key {
+        let added = crate::admin::add_peer(
+            config,
+            &crate::admin::NewPeer {
+                name: name.into(),
+                role: gatehouse_config::Role::Admin,
+                expires: None,
+                public_key: None,
+            },
+        )
+        .unwrap();
+        added.client.private_key.unwrap().public()
+    }
+
+    fn stored_keys(config: &Config) -> Vec<Key> {
+        let mut keys: Vec<Key> = PeerStore::load(&config.tunnel.peers_file)
+            .unwrap()
+            .peers
+            .iter()
+            .map(|p| p.public_key)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// The hub saves a new peer, and before the tunnel's next poll someone changes the
+    /// device with `wg set` (removing one peer, adding another): the write-back keeps the
+    /// hub's peer (it was never on the device), drops the removed one (it was), and the
+    /// next poll puts the hub's peer on the device. Before, the write-back wrote the
+    /// device's peers over the store and the console's new peer was lost.
+    #[test]
+    fn a_wg_set_keeps_a_peer_another_process_just_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let service = TunnelService::start(&config).unwrap();
+        let old = add(&config, "old");
+        assert_eq!(service.reload_if_changed().unwrap().unwrap(), 1);
+        let hubs = add(&config, "from-the-hub");
+        let shells = Key::generate_private().public();
+        let update = DeviceUpdate {
+            peers: vec![
+                PeerUpdate {
+                    remove: true,
+                    ..PeerUpdate::new(old)
+                },
+                PeerUpdate::new(shells),
+            ],
+            ..DeviceUpdate::default()
+        };
+        uapi::configure(&config.uapi_socket(), &update).unwrap();
+        let mut want = vec![hubs, shells];
+        want.sort();
+        assert_eq!(stored_keys(&config), want, "the store after the write-back");
+        // The device does not have the hub's peer yet: the poll applies the store.
+        assert_eq!(service.device().peer_keys(), vec![shells]);
+        assert_eq!(service.reload_if_changed().unwrap().unwrap(), 2);
+        let mut on_device = service.device().peer_keys();
+        on_device.sort();
+        assert_eq!(on_device, want);
+        assert!(service.reload_if_changed().is_none(), "applied once");
+        // Without a save by anyone else, a removal with `wg set` is written back as such.
+        let update = DeviceUpdate {
+            peers: vec![PeerUpdate {
+                remove: true,
+                ..PeerUpdate::new(hubs)
+            }],
+            ..DeviceUpdate::default()
+        };
+        uapi::configure(&config.uapi_socket(), &update).unwrap();
+        assert_eq!(stored_keys(&config), vec![shells]);
+        assert!(service.reload_if_changed().is_none());
         service.stop();
     }
 }
