@@ -74,10 +74,19 @@ const BACKOFF: [&str; 4] = [
     "4000",
 ];
 /// Nodes an acknowledged alarm frame of which is replayed, and nodes whose address a
-/// forged frame carries, with the second of the run each is sent at: after the load, one
-/// at a time (two at once would only collide with each other).
-const REPLAYED: [(usize, &str); 3] = [(11, "26"), (12, "26.6"), (13, "27.2")];
-const FORGED: [(usize, &str); 3] = [(21, "26.3"), (22, "26.9"), (23, "27.5")];
+/// forged frame carries, with the second of the run each is sent at: well after the load
+/// (nodes booted until second 25 still report, heartbeat and end alarms for a while, and
+/// on a busy channel most of these single frames collided: a run counted 0 of 3 forged),
+/// one at a time (two at once would only collide with each other). The air's random loss
+/// still takes some: each must be counted at least once.
+const REPLAYED: [(usize, &str); 3] = [(11, "36"), (12, "38.4"), (13, "40.8")];
+const FORGED: [(usize, &str); 5] = [
+    (21, "37.2"),
+    (22, "39.6"),
+    (23, "42"),
+    (24, "43.2"),
+    (25, "44.4"),
+];
 /// The longest the test waits for lora-sim (its run, then the drain of alarms in flight).
 const SIM_TIMEOUT: Duration = Duration::from_secs(150);
 
