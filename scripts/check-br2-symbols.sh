@@ -21,7 +21,9 @@
 #
 # --tree DIR        the external tree to check (default: buildroot/ of this repository)
 # --buildroot BRDIR also require each listed symbol not defined by our tree to be
-#                   defined by a Config.in of that Buildroot source (scripts/image.sh)
+#                   defined by a Config.in of that Buildroot source, and its host Rust
+#                   (package/rust/rust.mk's RUST_VERSION) to be at least the workspace's
+#                   rust-version (Cargo.toml) (scripts/image.sh)
 # --self-test       copy the tree into a temporary directory, break it in one way at a
 #                   time (a typo in a symbol, a bad value, spaces for tabs, ...) and
 #                   require each copy to fail with the expected finding
@@ -126,6 +128,35 @@ if [ "$self_test" -eq 1 ]; then
         "header must be"
     mutate "trailing whitespace" configs/gatehouse_rpi4_64_defconfig 's/^BR2_aarch64=y$/BR2_aarch64=y /' \
         "trailing whitespace"
+    # --buildroot against a fake Buildroot source tree that defines every listed symbol
+    # (our own Config.in defines BR2_PACKAGE_GATEHOUSE) and builds a given Rust.
+    # against NAME RUST DROP EXPECTED: DROP is a symbol the fake tree leaves out ("" for
+    # none); EXPECTED "" means the check must pass.
+    against() {
+        local name="$1" rust="$2" drop="$3" expected="$4" out rc=0
+        rm -rf "$tmp/br"
+        mkdir -p "$tmp/br/package/rust"
+        grep -E '^BR2_' "$tree/br2-symbols.txt" | grep -vx -e BR2_PACKAGE_GATEHOUSE -e "${drop:-^$}" |
+            sed 's/^/config /' >"$tmp/br/Config.in"
+        printf 'RUST_VERSION = %s\n' "$rust" >"$tmp/br/package/rust/rust.mk"
+        out="$("$0" --tree "$tree" --buildroot "$tmp/br" 2>&1)" || rc=$?
+        if [ -z "$expected" ] && [ "$rc" -ne 0 ]; then
+            printf 'self-test: %s: the check failed on a good tree:\n%s\n' "$name" "$out" >&2
+            failures=$((failures + 1))
+        elif [ -n "$expected" ] && [ "$rc" -eq 0 ]; then
+            echo "self-test: $name: the check passed on a broken tree" >&2
+            failures=$((failures + 1))
+        elif [ -n "$expected" ] && ! grep -qF -- "$expected" <<<"$out"; then
+            printf 'self-test: %s: expected "%s", got:\n%s\n' "$name" "$expected" "$out" >&2
+            failures=$((failures + 1))
+        else
+            printf 'self-test: %-34s %s\n' "$name" "${expected:+fails as it should: }$(grep -F -m1 -- "${expected:-host Rust is}" <<<"$out")"
+        fi
+    }
+    against "Buildroot with all, Rust 1.96.1" 1.96.1 "" ""
+    against "Buildroot lacking a symbol" 1.96.1 BR2_PACKAGE_RAUC \
+        "BR2_PACKAGE_RAUC is not defined by Buildroot"
+    against "Buildroot with an old Rust" 1.84.1 "" "older than the workspace's rust-version"
     rm -rf "$tmp"
     trap - EXIT
     if [ "$failures" -gt 0 ]; then
@@ -350,6 +381,17 @@ if [ -n "$brdir" ]; then
         grep -qx -- "$sym" <<<"$br_defined" ||
             fail "br2-symbols.txt:${listed[$sym]}: $sym is not defined by Buildroot in $brdir"
     done
+    # Its host Rust must build the workspace.
+    br_rust="$(sed -n 's/^RUST_VERSION[[:space:]]*=[[:space:]]*\([0-9][0-9.]*\)[[:space:]]*$/\1/p' \
+        "$brdir/package/rust/rust.mk" 2>/dev/null | head -n 1)"
+    need_rust="$(sed -n 's/^rust-version[[:space:]]*=[[:space:]]*"\(.*\)"/\1/p' "$root_dir/Cargo.toml" | head -n 1)"
+    if [ -z "$br_rust" ]; then
+        fail "$brdir/package/rust/rust.mk: no RUST_VERSION: cannot tell which Rust this Buildroot builds"
+    elif [ "$(printf '%s\n%s\n' "$br_rust" "$need_rust" | sort -V | head -n 1)" != "$need_rust" ]; then
+        fail "$brdir/package/rust/rust.mk: Rust $br_rust is older than the workspace's rust-version $need_rust (Cargo.toml); pick a newer Buildroot in scripts/image.sh"
+    else
+        echo "check-br2-symbols: Buildroot's host Rust is $br_rust (the workspace needs $need_rust or newer)"
+    fi
 fi
 
 # --- kernel and U-Boot fragments -----------------------------------------------------------------

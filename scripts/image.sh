@@ -8,7 +8,8 @@
 #   1. fetches Buildroot $BUILDROOT_VERSION into .cache/ and checks its sha256 against the
 #      pin below (an unverified tree is never used; a failed download says so and stops);
 #   2. checks our external tree against it (scripts/check-br2-symbols.sh --buildroot:
-#      every symbol we rely on exists in this Buildroot) and runs its utils/check-package;
+#      every symbol we rely on exists in this Buildroot, and its host Rust is at least the
+#      workspace's rust-version) and runs its utils/check-package;
 #   3. merges Buildroot's defconfig for the board, buildroot/configs/gatehouse_common.fragment
 #      and buildroot/configs/gatehouse_BOARD_defconfig with support/kconfig/merge_config.sh
 #      into output/BOARD/.config, runs olddefconfig, and fails if kconfig dropped any line
