@@ -7,8 +7,9 @@
 //! receive window, or sleep until a time. [`node`]'s docs are the specification.
 //!
 //! The wire format, the airtime and the EU868 duty-cycle budget come from
-//! `gatehouse-lora-proto` (re-exported as [`proto`]); the frame counter survives reboots
-//! through the board's [`Storage`] ([`storage`]: skip-ahead blocks of [`FCNT_SKIP`]).
+//! `gatehouse-lora-proto` (re-exported as [`proto`]); the uplink frame counter and the
+//! downlink replay floor survive reboots through the board's [`Storage`] ([`storage`]:
+//! blocks of [`FCNT_SKIP`] and [`FCNT_DOWN_SKIP`] reserved ahead).
 //!
 //! The behaviour tests are in [`scenarios`] (feature `scenarios`): `cargo test` runs them
 //! on the host and `lora-node/qemu-tests` runs the same functions on a Cortex-M4 under
@@ -26,7 +27,7 @@ pub mod storage;
 pub use config::{ConfigError, NodeConfig, RadioParams, SensorKind, TEMPERATURE_HYSTERESIS};
 pub use flash_log::FlashLog;
 pub use node::{Action, Event, Input, Node, RxError, Stats, Transmit, MAX_ALARMS};
-pub use storage::{MemStorage, Storage, StorageError, Stored, FCNT_SKIP};
+pub use storage::{MemStorage, Storage, StorageError, Stored, FCNT_DOWN_SKIP, FCNT_SKIP};
 
 /// Re-exported so boards and the simulator use the same version of the link.
 pub use gatehouse_lora_proto as proto;

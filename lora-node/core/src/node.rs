@@ -50,9 +50,24 @@
 //!   `report_s` (0: on change only); one report carries the latest value of every
 //!   quantity of the node's kind, and its battery.
 //! - **Downlinks** are believed only if they open with the node's key in the down
-//!   direction, are for this node, and their counter is above the last accepted one
-//!   (replays are refused: [`RxError::Replayed`]). They may acknowledge an alarm and may
-//!   set the heartbeat interval.
+//!   direction, are for this node, and are new (replays are refused:
+//!   [`RxError::Replayed`]), also across reboots ([`crate::storage`], "Downlink counter"):
+//!   - the node keeps a floor: the last accepted down counter, or after a reboot the
+//!     high-water mark it stored (every counter accepted before the reboot is at or
+//!     below it; 0 on a new node);
+//!   - a downlink is new if its counter is above the floor, or, until the first downlink
+//!     after a reboot is accepted, if it acknowledges the uplink of this very receive
+//!     window (uplink counters never repeat, so no frame recorded earlier can name it;
+//!     this is how the hub's next ACKs, numbered below the mark, still get through);
+//!   - once one is accepted, its counter is the floor (the hub counts up, so everything
+//!     it made earlier is below it);
+//!   - a counter above the stored mark is accepted only after the mark has been moved to
+//!     `counter + FCNT_DOWN_SKIP - 1` in [`Storage`] (one write per [`FCNT_DOWN_SKIP`]
+//!     counters; a failed store refuses the downlink: [`RxError::NotPersisted`]).
+//!
+//!   So after a reboot a downlink that acknowledges nothing is refused while its counter
+//!   is at or below the mark (the hub sends none: it answers confirmed uplinks only, with
+//!   their ACK). They may acknowledge an alarm and may set the heartbeat interval.
 //!
 //! Nothing here allocates, blocks or panics on any input.
 
@@ -69,7 +84,7 @@ use heapless::{Deque, Vec};
 
 use crate::config::{NodeConfig, SensorKind, TEMPERATURE_HYSTERESIS};
 use crate::rng::Jitter;
-use crate::storage::{Storage, StorageError, Stored, FCNT_SKIP};
+use crate::storage::{Storage, StorageError, Stored, FCNT_DOWN_SKIP, FCNT_SKIP};
 use crate::ConfigError;
 
 /// Alarms that can wait for transmission or acknowledgement at once.
@@ -177,8 +192,12 @@ pub enum RxError {
     OtherDevice(u32),
     /// A valid frame that is not a downlink.
     NotADownlink(MType),
-    /// Its down counter is not above the last accepted one: a replay.
+    /// Its down counter is not above the last accepted one (after a reboot: the stored
+    /// high-water mark) and it does not acknowledge this window's uplink: a replay.
     Replayed { fcnt: u32, last: u32 },
+    /// Its counter is above the stored high-water mark and moving the mark failed: not
+    /// accepted, since after a reboot it could be played again.
+    NotPersisted(StorageError),
 }
 
 impl fmt::Display for RxError {
@@ -192,6 +211,7 @@ impl fmt::Display for RxError {
                 f,
                 "replayed downlink: counter {fcnt} is not above the last accepted {last}"
             ),
+            RxError::NotPersisted(e) => write!(f, "downlink refused: {e}"),
         }
     }
 }
@@ -290,6 +310,8 @@ pub struct Node<S: Storage> {
     fcnt_next: u32,
     /// Counters below this are covered by the last successful store.
     reserved_until: u32,
+    /// What storage holds (the last successful store, or what was loaded at boot).
+    stored: Stored,
     radio: Radio,
     alarms: Vec<PendingAlarm, MAX_ALARMS>,
     /// Per alarm kind (by code), the id of the last raise sent and not yet ended: its
@@ -301,7 +323,12 @@ pub struct Node<S: Storage> {
     report_due_ms: Option<u64>,
     storage_retry_ms: Option<u64>,
     readings: Readings,
-    last_down: Option<u32>,
+    /// Downlink counters at or below this are refused unless `down_exact` is false and
+    /// the downlink acknowledges this window's uplink (see the module docs).
+    down_floor: u32,
+    /// Whether `down_floor` is the last accepted counter (a downlink was accepted since
+    /// boot, or nothing was ever accepted) rather than the stored high-water mark.
+    down_exact: bool,
     last_rssi: i16,
     last_snr: i8,
     events: Deque<Event, MAX_EVENTS>,
@@ -314,7 +341,8 @@ impl<S: Storage> Node<S> {
     /// is due at once.
     pub fn new(config: NodeConfig, mut storage: S, now_ms: u64) -> Result<Node<S>, ConfigError> {
         let band = config.validate()?;
-        let (fcnt_next, reboots) = match storage.load() {
+        let loaded = storage.load();
+        let (fcnt_next, reboots) = match loaded {
             Some(stored) => (
                 stored.fcnt.saturating_add(FCNT_SKIP),
                 stored.reboots.saturating_add(1),
@@ -322,6 +350,7 @@ impl<S: Storage> Node<S> {
             // 0 means "no uplink" in the hub's ack field: start at 1.
             None => (1, 0),
         };
+        let stored = loaded.unwrap_or_default();
         let jitter = Jitter::new(config.dev_addr.0, &config.key.0, reboots);
         let report_due_ms = (config.report_s > 0).then_some(now_ms);
         Ok(Node {
@@ -333,6 +362,7 @@ impl<S: Storage> Node<S> {
             reboots,
             fcnt_next,
             reserved_until: 0,
+            stored,
             radio: Radio::Idle,
             alarms: Vec::new(),
             raised_ids: [None; 8],
@@ -342,7 +372,8 @@ impl<S: Storage> Node<S> {
             report_due_ms,
             storage_retry_ms: None,
             readings: Readings::default(),
-            last_down: None,
+            down_floor: stored.down_mark,
+            down_exact: stored.down_mark == 0,
             last_rssi: 0,
             last_snr: 0,
             events: Deque::new(),
@@ -545,24 +576,30 @@ impl<S: Storage> Node<S> {
         let Payload::Downlink(downlink) = frame.payload else {
             return Err(self.refused(RxError::NotADownlink(frame.mtype())));
         };
-        if let Some(last) = self.last_down {
-            if frame.fcnt <= last {
-                self.stats.downlinks_replayed += 1;
-                return Err(RxError::Replayed {
-                    fcnt: frame.fcnt,
-                    last,
-                });
-            }
+        // Fresh beyond doubt: it names this window's uplink, which no earlier frame could.
+        let answers_this_uplink = downlink.ack_fcnt == Some(fcnt);
+        if frame.fcnt <= self.down_floor && (self.down_exact || !answers_this_uplink) {
+            self.stats.downlinks_replayed += 1;
+            return Err(RxError::Replayed {
+                fcnt: frame.fcnt,
+                last: self.down_floor,
+            });
         }
-        self.last_down = Some(frame.fcnt);
+        if let Err(e) = self.reserve_down(frame.fcnt) {
+            self.stats.storage_errors += 1;
+            return Err(self.refused(RxError::NotPersisted(e)));
+        }
+        self.down_floor = frame.fcnt;
+        self.down_exact = true;
         self.last_rssi = rssi;
         self.last_snr = snr;
         self.stats.downlinks_accepted += 1;
         self.radio = Radio::Idle;
 
-        let acked = downlink.ack_fcnt == Some(fcnt);
         match sent {
-            Sent::Alarm { alarm_id, active } if acked => self.alarm_acked(alarm_id, active),
+            Sent::Alarm { alarm_id, active } if answers_this_uplink => {
+                self.alarm_acked(alarm_id, active)
+            }
             other => self.unacknowledged(now_ms, other),
         }
         if let Command::SetHeartbeatInterval { seconds } = downlink.command {
@@ -861,11 +898,32 @@ impl<S: Storage> Node<S> {
         if fcnt < self.reserved_until {
             return Ok(());
         }
-        self.storage.store(Stored {
+        let value = Stored {
             fcnt,
             reboots: self.reboots,
-        })?;
+            down_mark: self.stored.down_mark,
+        };
+        self.storage.store(value)?;
+        self.stored = value;
         self.reserved_until = fcnt.saturating_add(FCNT_SKIP);
+        Ok(())
+    }
+
+    /// Makes sure the down counter `fcnt` is at or below the stored high-water mark (see
+    /// [`crate::storage`]): above it, stores `fcnt + FCNT_DOWN_SKIP - 1` first.
+    fn reserve_down(&mut self, fcnt: u32) -> Result<(), StorageError> {
+        if fcnt <= self.stored.down_mark {
+            return Ok(());
+        }
+        let value = Stored {
+            // Whatever was stored last: every uplink counter used is covered by it (a
+            // downlink only comes after an uplink, whose store this is).
+            fcnt: self.stored.fcnt,
+            reboots: self.reboots,
+            down_mark: fcnt.saturating_add(FCNT_DOWN_SKIP - 1),
+        };
+        self.storage.store(value)?;
+        self.stored = value;
         Ok(())
     }
 
@@ -938,5 +996,213 @@ impl<S: Storage> Node<S> {
         }
         add(Quantity::Battery, r.battery_mv.map(i32::from));
         (!readings.is_empty()).then_some(Report { readings })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+    use crate::RadioParams;
+    use gatehouse_lora_proto::{DevAddr, Key};
+
+    const ADDR: DevAddr = DevAddr(0x2601_00AA);
+    const KEY: Key = Key([7; 16]);
+
+    fn config() -> NodeConfig {
+        let mut c = NodeConfig::new(
+            ADDR,
+            KEY,
+            SensorKind::Door,
+            RadioParams {
+                freq_hz: 868_100_000,
+                modulation: Modulation::lora(7, 125_000),
+            },
+        );
+        c.report_s = 0;
+        c
+    }
+
+    /// A downlink as the hub seals it.
+    fn down(fcnt: u32, ack_fcnt: Option<u32>, command: Command) -> Vec<u8, MAX_FRAME_LEN> {
+        let frame = Frame::new(
+            ADDR,
+            fcnt,
+            Payload::Downlink(Downlink { ack_fcnt, command }),
+        );
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let len = seal(&frame, &KEY, Dir::Down, &mut buf).unwrap();
+        Vec::from_slice(&buf[..len]).unwrap()
+    }
+
+    /// Raises an alarm and runs the node (other frames' windows pass empty) until the
+    /// receive window after the alarm's transmission is open; returns the alarm's fcnt.
+    fn alarm_window<S: Storage>(node: &mut Node<S>, now: &mut u64) -> u32 {
+        node.input(*now, Input::PanicButton);
+        let mut alarm_fcnt = None;
+        for _ in 0..10_000 {
+            match node.poll(*now) {
+                Action::Transmit(tx) => {
+                    if tx.mtype == MType::Alarm {
+                        alarm_fcnt = Some(tx.fcnt);
+                    }
+                    *now += u64::from(tx.airtime_us).div_ceil(1_000);
+                    node.tx_done(*now);
+                }
+                Action::Listen { until_ms, .. } => match alarm_fcnt {
+                    Some(fcnt) => return fcnt,
+                    None => *now = until_ms,
+                },
+                Action::Sleep { until_ms } => *now = until_ms,
+            }
+        }
+        panic!("no alarm window")
+    }
+
+    fn reboot(node: Node<MemStorage>, now: u64) -> Node<MemStorage> {
+        Node::new(config(), node.into_storage(), now).unwrap()
+    }
+
+    #[test]
+    fn after_a_reboot_the_last_accepted_downlink_is_refused_and_the_hubs_next_taken() {
+        let mut now = 0;
+        let mut node = Node::new(config(), MemStorage::default(), now).unwrap();
+        // The hub acknowledges an alarm and sets 60 s (its counter 5); recorded.
+        let up = alarm_window(&mut node, &mut now);
+        let recorded = down(5, Some(up), Command::SetHeartbeatInterval { seconds: 60 });
+        node.received(now, &recorded, -80, 5).unwrap();
+        assert_eq!(node.heartbeat_s(), 60);
+        assert_eq!(node.storage().value.map(|s| s.down_mark), Some(36));
+
+        let mut node = reboot(node, now);
+        assert_eq!(node.heartbeat_s(), 300);
+        let up = alarm_window(&mut node, &mut now);
+        assert_eq!(
+            node.received(now, &recorded, -80, 5),
+            Err(RxError::Replayed { fcnt: 5, last: 36 })
+        );
+        assert_eq!(node.heartbeat_s(), 300, "the replayed command acted");
+        assert_eq!(node.stats().downlinks_replayed, 1);
+        // The hub's next counter (6) is below the mark (36) but answers this uplink.
+        let fresh = down(6, Some(up), Command::None);
+        assert!(node.received(now, &fresh, -80, 5).is_ok());
+        assert_eq!(node.stats().alarms_acked, 1);
+        // From now on the floor is exact: 7 is taken, a replay of 6 is not.
+        alarm_window(&mut node, &mut now);
+        assert!(matches!(
+            node.received(now, &fresh, -80, 5),
+            Err(RxError::Replayed { fcnt: 6, last: 6 })
+        ));
+        let command = down(7, None, Command::SetHeartbeatInterval { seconds: 120 });
+        assert!(node.received(now, &command, -80, 5).is_ok());
+        assert_eq!(node.heartbeat_s(), 120);
+    }
+
+    #[test]
+    fn after_a_reboot_only_a_downlink_naming_this_uplink_passes_below_the_mark() {
+        let mut now = 0;
+        let mut node = Node::new(config(), MemStorage::default(), now).unwrap();
+        let old_up = alarm_window(&mut node, &mut now);
+        node.received(now, &down(1, Some(old_up), Command::None), -80, 5)
+            .unwrap();
+        // Made by the hub before the reboot, never heard by the node (counter 2..=32).
+        let unheard_ack = down(2, Some(old_up), Command::None);
+        let unheard_command = down(3, None, Command::SetHeartbeatInterval { seconds: 60 });
+
+        let mut node = reboot(node, now);
+        let up = alarm_window(&mut node, &mut now);
+        assert_ne!(up, old_up);
+        for frame in [&unheard_ack, &unheard_command] {
+            assert!(matches!(
+                node.received(now, frame, -80, 5),
+                Err(RxError::Replayed { last: 32, .. })
+            ));
+        }
+        // A downlink naming another (future) uplink does not pass either.
+        let other = down(4, Some(up + 1), Command::None);
+        assert!(matches!(
+            node.received(now, &other, -80, 5),
+            Err(RxError::Replayed { .. })
+        ));
+        assert_eq!(node.heartbeat_s(), 300);
+        // Above the mark anything new passes (and moves the mark).
+        let writes = node.storage().writes;
+        let above = down(33, None, Command::SetHeartbeatInterval { seconds: 90 });
+        assert!(node.received(now, &above, -80, 5).is_ok());
+        assert_eq!(node.heartbeat_s(), 90);
+        assert_eq!(node.storage().writes, writes + 1);
+        assert_eq!(node.storage().value.map(|s| s.down_mark), Some(64));
+    }
+
+    /// Counts the stores that moved the downlink mark.
+    #[derive(Default)]
+    struct Counting {
+        inner: MemStorage,
+        down_writes: u32,
+    }
+
+    impl Storage for Counting {
+        fn load(&mut self) -> Option<Stored> {
+            self.inner.load()
+        }
+        fn store(&mut self, value: Stored) -> Result<(), StorageError> {
+            if value.down_mark != self.inner.value.unwrap_or_default().down_mark {
+                self.down_writes += 1;
+            }
+            self.inner.store(value)
+        }
+    }
+
+    #[test]
+    fn n_downlinks_cost_at_most_one_write_per_block() {
+        let mut now = 0;
+        let mut node = Node::new(config(), Counting::default(), now).unwrap();
+        const N: u32 = 100;
+        for c in 1..=N {
+            let up = alarm_window(&mut node, &mut now);
+            node.received(now, &down(c, Some(up), Command::None), -80, 5)
+                .unwrap();
+        }
+        assert_eq!(node.stats().alarms_acked, N);
+        let s = node.storage();
+        assert!(
+            s.down_writes <= N.div_ceil(FCNT_DOWN_SKIP),
+            "{} mark writes for {N} downlinks",
+            s.down_writes
+        );
+        // Uplink blocks (about one per 32 frames and the boot's) plus the mark's.
+        let frames = node.stats().frames_sent;
+        assert!(s.inner.writes <= frames.div_ceil(FCNT_SKIP) + 1 + N.div_ceil(FCNT_DOWN_SKIP));
+        assert_eq!(s.inner.value.map(|v| v.down_mark), Some(128));
+    }
+
+    #[test]
+    fn a_downlink_whose_mark_cannot_be_stored_is_refused() {
+        let mut now = 0;
+        let mut node = Node::new(config(), MemStorage::default(), now).unwrap();
+        let up = alarm_window(&mut node, &mut now);
+        node.storage.fail = true;
+        let ack = down(1, Some(up), Command::SetHeartbeatInterval { seconds: 60 });
+        assert_eq!(
+            node.received(now, &ack, -80, 5),
+            Err(RxError::NotPersisted(StorageError::WriteFailed))
+        );
+        assert_eq!(node.heartbeat_s(), 300);
+        assert_eq!(node.stats().alarms_acked, 0);
+        // The window is still open: once the flash works, the same frame is taken.
+        node.storage.fail = false;
+        assert!(node.received(now, &ack, -80, 5).is_ok());
+        assert_eq!(node.stats().alarms_acked, 1);
+    }
+
+    #[test]
+    fn a_blank_node_takes_the_hubs_first_downlink() {
+        let mut now = 0;
+        let mut node = Node::new(config(), MemStorage::default(), now).unwrap();
+        alarm_window(&mut node, &mut now);
+        // Not naming the uplink: only the counter (1 > 0) speaks for it.
+        let command = down(1, None, Command::SetHeartbeatInterval { seconds: 60 });
+        assert!(node.received(now, &command, -80, 5).is_ok());
+        assert_eq!(node.heartbeat_s(), 60);
     }
 }

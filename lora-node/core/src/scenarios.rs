@@ -80,6 +80,10 @@ pub const ALL: &[Scenario] = &[
         run: downlink_replay_refused,
     },
     Scenario {
+        name: "downlink_replay_refused_after_reboot",
+        run: downlink_replay_refused_after_reboot,
+    },
+    Scenario {
         name: "reports_on_change_and_periodically",
         run: reports_on_change_and_periodically,
     },
@@ -824,6 +828,90 @@ pub fn downlink_replay_refused() -> Outcome {
     check!(
         bench.has_event(|e| matches!(e, Event::AlarmAcked { attempts: 1, .. })),
         "the hub's real ACK after the bad frames was not taken"
+    );
+    Ok(())
+}
+
+/// After a reboot the node still refuses what it accepted before (its high-water mark
+/// is in storage), and the hub, which numbers downlinks one by one and so is below that
+/// mark, is not locked out: its ACK names the uplink it answers. Downlinks do not write
+/// the storage each time.
+pub fn downlink_replay_refused_after_reboot() -> Outcome {
+    let mut cfg = config(SensorKind::Door, 7);
+    cfg.report_s = 0;
+    let mut bench = Bench::new();
+    let mut node = boot(cfg.clone(), MemStorage::default(), 0)?;
+    // The hub sets 60 s (down counter 1), then acknowledges an alarm (2); both recorded.
+    bench.hub.command = Some(Command::SetHeartbeatInterval { seconds: 60 });
+    bench.run_until(&mut node, 10 * S)?;
+    check!(node.heartbeat_s() == 60, "the command was not applied");
+    let captured_command = bench.hub.last_downlink.clone();
+    node.input(bench.now_ms, Input::PanicButton);
+    bench.run_until(&mut node, 20 * S)?;
+    check!(
+        node.stats().alarms_acked == 1,
+        "the first alarm was not acknowledged"
+    );
+    let captured_ack = bench.hub.last_downlink.clone();
+    let writes_before = node.storage().writes;
+    // More ACKs (3, 4, ...): within the mark's block, no storage write for them.
+    for _ in 0..5 {
+        node.input(bench.now_ms, Input::PanicButton);
+        bench.run_until(&mut node, bench.now_ms + 10 * S)?;
+    }
+    check!(
+        node.stats().alarms_acked == 6,
+        "an alarm before the reboot was not acknowledged"
+    );
+    check!(
+        node.storage().writes == writes_before,
+        "a downlink within the stored block wrote the storage"
+    );
+
+    let mut node = boot(cfg, node.into_storage(), bench.now_ms)?;
+    check!(
+        node.heartbeat_s() == 300,
+        "the rebooted node did not start from its configuration"
+    );
+    let _ = bench.inject.push(captured_command);
+    let _ = bench.inject.push(captured_ack);
+    node.input(bench.now_ms, Input::PanicButton);
+    bench.run_until(&mut node, bench.now_ms + 10 * S)?;
+    let replays = bench
+        .rx
+        .iter()
+        .rev()
+        .take(3)
+        .filter(|r| matches!(r, Err(RxError::Replayed { .. })))
+        .count();
+    check!(
+        replays == 2,
+        "a downlink recorded before the reboot was not refused as a replay"
+    );
+    check!(
+        node.stats().downlinks_replayed == 2,
+        "the replays were not counted"
+    );
+    check!(node.heartbeat_s() == 300, "the replayed command acted");
+    check!(
+        node.stats().alarms_acked == 1,
+        "the hub's ACK after the reboot (below the mark) was refused: hub locked out"
+    );
+    check!(
+        bench.has_event(|e| matches!(e, Event::AlarmAcked { attempts: 1, .. })),
+        "the alarm after the reboot needed more than one transmission"
+    );
+    // The hub goes on: its commands and ACKs are taken.
+    bench.hub.command = Some(Command::SetHeartbeatInterval { seconds: 120 });
+    node.input(bench.now_ms, Input::PanicButton);
+    bench.run_until(&mut node, bench.now_ms + 10 * S)?;
+    check!(
+        node.heartbeat_s() == 120 && node.stats().alarms_acked == 2,
+        "the hub's downlink after the first one since the reboot was refused"
+    );
+    check!(
+        bench.hub.replays == 0 && bench.hub.bad_frames == 0,
+        "the hub refused an uplink"
     );
     Ok(())
 }

@@ -32,5 +32,6 @@ scenario_tests!(
     duty_budget_respected,
     heartbeat_schedule,
     downlink_replay_refused,
+    downlink_replay_refused_after_reboot,
     reports_on_change_and_periodically,
 );
