@@ -14,6 +14,10 @@
 //! - [`a_silent_sensor_goes_missing_and_comes_back`]: a sensor with a 1 s heartbeat that
 //!   stops raises `sensor.missing`, which reaches a webhook receiver through a rule; heard
 //!   again, the event ends and the receiver gets the "resolved" notice.
+//! - [`a_sensor_provisioned_but_never_heard_goes_missing`]: a sensor added with a 1 s
+//!   heartbeat that never sends raises `sensor.missing` counted from its provisioning
+//!   ("never been heard since it was provisioned at ..."); a restart of the hub keeps the
+//!   one episode open (no second event, no new clock); its first heartbeat ends it.
 //!
 //! Waits poll with a generous upper bound; nothing asserts on durations.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -447,7 +451,6 @@ async fn a_silent_sensor_goes_missing_and_comes_back() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let store = Store::open(dir).unwrap();
-    let quiet = add(&store, "quiet", SensorKind::Door, 1);
     let probe = add(&store, "probe", SensorKind::Temp, 300);
     let receiver = WebhookReceiver::start(Faults::default()).await.unwrap();
     let hook = store
@@ -477,7 +480,10 @@ async fn a_silent_sensor_goes_missing_and_comes_back() {
     let fwd = Forwarder::connect(broker.port()).await;
     wait_subscribed(&fwd, &counters, &probe).await;
 
-    // Heard once, then silent.
+    // Added now (a sensor never heard is supervised from its provisioning: added before
+    // the hub was up, it could go missing before its first heartbeat), heard once, then
+    // silent.
+    let quiet = add(&store, "quiet", SensorKind::Door, 1);
     fwd.up(&sealed(&quiet, 1, heartbeat(3000, 1)), 1).await;
     wait_for("the heartbeat", || {
         store.sensor(quiet.id).unwrap().last_seen
@@ -511,6 +517,82 @@ async fn a_silent_sensor_goes_missing_and_comes_back() {
     .await;
     assert_eq!(ended.id, missing.id);
     receiver.wait_for_accepted(2, WAIT).await.unwrap();
+
+    drop(fwd);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensor_provisioned_but_never_heard_goes_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = Store::open(dir).unwrap();
+    let probe = add(&store, "probe", SensorKind::Temp, 300);
+    let door = add(&store, "door-3", SensorKind::Door, 1);
+    let created = store.sensor(door.id).unwrap().created;
+    let broker = broker(dir);
+    let (mut hub, counters) = start_hub(dir, &broker).await;
+    let fwd = Forwarder::connect(broker.port()).await;
+    wait_subscribed(&fwd, &counters, &probe).await;
+
+    // Never heard: missing once 3 heartbeats and the grace have passed since it was
+    // provisioned; the episode is named by the provisioning.
+    let missing = wait_for("sensor.missing for the sensor never heard", || {
+        events_of(dir, "door-3")
+            .into_iter()
+            .find(|e| e.new.kind == "sensor.missing")
+    })
+    .await;
+    assert_eq!(missing.new.lifecycle, Lifecycle::Active);
+    assert_eq!(missing.new.severity, Severity::Warning);
+    assert_eq!(missing.new.device.as_deref(), Some("door-3"));
+    let message = missing.new.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("never been heard since it was provisioned at"),
+        "{message}"
+    );
+    assert_eq!(
+        missing.new.external_id.as_deref(),
+        Some(format!("missing:{}", created.unix_timestamp_nanos() / 1_000_000).as_str())
+    );
+    let record = store.sensor(door.id).unwrap();
+    assert_eq!(
+        (record.missing_since, record.last_seen),
+        (Some(created), None)
+    );
+    // Not before its window: 3 heartbeats of 1 s and the grace.
+    assert!(
+        missing.received_at - created >= time::Duration::seconds(5),
+        "raised at {} for a sensor provisioned at {created}",
+        missing.received_at
+    );
+
+    // A restart keeps the episode: still one event, still open, same start.
+    hub.stop().await;
+    let (mut hub, counters) = start_hub(dir, &broker).await;
+    // Let the new hub's supervision look a few times (it checks every second).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = events_of(dir, "door-3");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].id, missing.id);
+    assert_eq!(events[0].new.lifecycle, Lifecycle::Active);
+    assert_eq!(events[0].ended_at, None);
+    assert_eq!(store.sensor(door.id).unwrap().missing_since, Some(created));
+
+    // Its first heartbeat ends the episode.
+    fwd.up(&sealed(&door, 1, heartbeat(3000, 1)), 1).await;
+    let ended = wait_for("the end of sensor.missing", || {
+        events_of(dir, "door-3")
+            .into_iter()
+            .find(|e| e.new.kind == "sensor.missing" && e.new.lifecycle == Lifecycle::Ended)
+    })
+    .await;
+    assert_eq!(ended.id, missing.id);
+    assert!(ended.ended_at.is_some());
+    assert!(counters.stats().heartbeats >= 1);
+    let record = store.sensor(door.id).unwrap();
+    assert!(record.last_seen.is_some());
+    assert!(!record.missing());
 
     drop(fwd);
     hub.stop().await;

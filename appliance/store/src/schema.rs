@@ -14,7 +14,7 @@
 //!
 //! Units: validity bounds are unix seconds (UTC); access-log times, `last_seen` and every
 //! time in the events tables (migration 4) and in `remote_opens` (migration 5) are unix
-//! milliseconds (UTC), as are the sensors' times (migration 6); holiday dates are
+//! milliseconds (UTC), as are the sensors' times (migrations 6 and 7); holiday dates are
 //! ISO `YYYY-MM-DD` text (site-local dates).
 
 use crate::error::StoreError;
@@ -476,6 +476,19 @@ CREATE TABLE sensor_alarms (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 7: when each sensor's supervision clock last started, so that a sensor
+/// provisioned (or enabled again) but never heard is reported missing too.
+///
+/// `sensors.enabled_since_ms` is when the sensor was added, or last enabled after being
+/// disabled (unix milliseconds); it never changes otherwise. A sensor not heard since
+/// that moment is missing once it has been silent that long (`missing_since_ms` is then
+/// set to it). Existing rows take their `created_ms`. NULL is never written; readers
+/// fall back to `created_ms` all the same.
+const V7_SENSOR_ENABLED_SINCE: &str = r#"
+ALTER TABLE sensors ADD COLUMN enabled_since_ms INTEGER;
+UPDATE sensors SET enabled_since_ms = created_ms;
+"#;
+
 /// The ordered migrations; index `i` takes the database to version `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
     V1_ACCESS,
@@ -484,6 +497,7 @@ pub const MIGRATIONS: &[&str] = &[
     V4_EVENTS,
     V5_REMOTE_OPENS,
     V6_SENSORS,
+    V7_SENSOR_ENABLED_SINCE,
 ];
 
 /// The schema version this code reads and writes.

@@ -17,6 +17,9 @@
 //!   duplicates; each alarm episode is named by the counter of its first copy
 //!   ([`AlarmSeen::episode_fcnt`]), so a node that reuses an alarm number later (it
 //!   wraps at 65536, or restarts after a reboot) raises a new event.
+//! - Supervision's clock: [`SensorRecord::enabled_since`] is when the sensor was added,
+//!   or last enabled after being disabled (migration 7); enabling a sensor that is already
+//!   enabled leaves it alone.
 //! - Times are unix milliseconds (UTC).
 
 use crate::error::{is_unique_violation, Entity, StoreError};
@@ -147,6 +150,9 @@ pub struct SensorRecord {
     pub dev_addr: u32,
     pub enabled: bool,
     pub created: OffsetDateTime,
+    /// When it was provisioned (`created`), or last enabled after being disabled: a sensor
+    /// not heard since is supervised from then.
+    pub enabled_since: OffsetDateTime,
     pub heartbeat_s: u32,
     /// The highest uplink counter accepted; `None` before the first frame.
     pub fcnt_up_last: Option<u32>,
@@ -167,7 +173,8 @@ pub struct SensorRecord {
     pub down_snr: Option<i8>,
     /// The last report's readings, by quantity name.
     pub readings: Vec<(String, i64)>,
-    /// Set while a `sensor.missing` episode is open: the `last_seen` it was missing from.
+    /// Set while a `sensor.missing` episode is open: when its silence began (its
+    /// `last_seen`, or its `enabled_since` if not heard since).
     pub missing_since: Option<OffsetDateTime>,
 }
 
@@ -239,8 +246,8 @@ pub struct AlarmSeen {
 #[derive(Debug, Clone, PartialEq)]
 pub enum UplinkOutcome {
     Accepted {
-        /// The sensor after the frame.
-        sensor: SensorRecord,
+        /// The sensor after the frame (boxed: it is most of the enum's size).
+        sensor: Box<SensorRecord>,
         /// Its last heartbeat's battery and flags before this frame (`None`: no
         /// heartbeat before).
         before: Option<(u16, u8)>,
@@ -322,7 +329,8 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 
 const COLS: &str = "id, name, kind, dev_addr, enabled, created_ms, heartbeat_s, fcnt_up_last, \
      fcnt_down, uplinks, last_seen_ms, last_rssi, last_snr, battery_mv, flags, reboots, \
-     down_rssi, down_snr, readings, missing_since_ms FROM sensors";
+     down_rssi, down_snr, readings, missing_since_ms, \
+     COALESCE(enabled_since_ms, created_ms) FROM sensors";
 
 /// One row of [`COLS`], as SQLite gives it.
 struct RawSensor {
@@ -346,6 +354,7 @@ struct RawSensor {
     down_snr: Option<i64>,
     readings: Option<String>,
     missing_since_ms: Option<i64>,
+    enabled_since_ms: i64,
 }
 
 fn raw_sensor(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawSensor> {
@@ -370,6 +379,7 @@ fn raw_sensor(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawSensor> {
         down_snr: r.get(17)?,
         readings: r.get(18)?,
         missing_since_ms: r.get(19)?,
+        enabled_since_ms: r.get(20)?,
     })
 }
 
@@ -400,6 +410,7 @@ fn sensor_record(raw: RawSensor) -> Result<SensorRecord> {
         dev_addr: u32::try_from(raw.dev_addr).map_err(|_| corrupt("dev_addr"))?,
         enabled: raw.enabled,
         created: from_unix_ms(raw.created_ms)?,
+        enabled_since: from_unix_ms(raw.enabled_since_ms)?,
         heartbeat_s: u32::try_from(raw.heartbeat_s).map_err(|_| corrupt("heartbeat_s"))?,
         fcnt_up_last: conv(raw.fcnt_up_last, || corrupt("fcnt_up_last"))?,
         fcnt_down: u32::try_from(raw.fcnt_down).map_err(|_| corrupt("fcnt_down"))?,
@@ -475,8 +486,9 @@ impl Store {
             StoreError::Config("could not find a free sensor address; try again".into())
         })?;
         let inserted = tx.execute(
-            "INSERT INTO sensors (name, kind, dev_addr, key, created_ms, heartbeat_s)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO sensors (name, kind, dev_addr, key, created_ms, heartbeat_s,
+                                  enabled_since_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)",
             params![
                 new.name,
                 new.kind.as_str(),
@@ -563,12 +575,28 @@ impl Store {
         }))
     }
 
-    /// Enables or disables a sensor. A disabled sensor's frames are refused and it is not
-    /// supervised.
+    /// Enables or disables a sensor now ([`Store::set_sensor_enabled_at`]).
     pub fn set_sensor_enabled(&self, id: SensorId, enabled: bool) -> Result<()> {
+        self.set_sensor_enabled_at(id, enabled, OffsetDateTime::now_utc())
+    }
+
+    /// Enables or disables a sensor at `at`. A disabled sensor's frames are refused and it
+    /// is not supervised; enabling a disabled one restarts its supervision's clock
+    /// ([`SensorRecord::enabled_since`] = `at`).
+    pub fn set_sensor_enabled_at(
+        &self,
+        id: SensorId,
+        enabled: bool,
+        at: OffsetDateTime,
+    ) -> Result<()> {
+        // The right-hand sides see the row as it was: `enabled` is the old value.
         let n = self.conn().execute(
-            "UPDATE sensors SET enabled = ?2 WHERE id = ?1",
-            params![id, enabled],
+            "UPDATE sensors
+             SET enabled_since_ms = CASE WHEN ?2 AND NOT enabled THEN ?3
+                                         ELSE enabled_since_ms END,
+                 enabled = ?2
+             WHERE id = ?1",
+            params![id, enabled, to_unix_ms(at)?],
         )?;
         if n == 0 {
             return Err(StoreError::not_found(Entity::Sensor, id));
@@ -717,13 +745,14 @@ impl Store {
         Ok(UplinkOutcome::Accepted {
             before,
             fcnt_down: up.downlink.then_some(sensor.fcnt_down),
-            sensor,
+            sensor: Box::new(sensor),
             alarm,
         })
     }
 
-    /// Opens (`since` = the `last_seen` it is missing from) or closes (`None`) a sensor's
-    /// `sensor.missing` episode, if it is still as `expected`; returns whether it changed.
+    /// Opens (`since` = when its silence began: the `last_seen`, or the `enabled_since`
+    /// it is missing from) or closes (`None`) a sensor's `sensor.missing` episode, if it is
+    /// still as `expected`; returns whether it changed.
     pub fn set_sensor_missing(
         &self,
         id: SensorId,
@@ -788,7 +817,7 @@ mod tests {
                 fcnt_down,
                 alarm,
                 ..
-            } => (sensor, fcnt_down, alarm),
+            } => (*sensor, fcnt_down, alarm),
             other => panic!("not accepted: {other:?}"),
         }
     }
@@ -989,6 +1018,56 @@ mod tests {
         s.set_sensor_enabled(a.id, true).unwrap();
         accepted(s.record_uplink(&up(a.id, 2, 30, hb(3000))).unwrap());
         assert!(s.set_sensor_enabled(a.id + 1, true).is_err());
+    }
+
+    #[test]
+    fn enabling_a_disabled_sensor_restarts_its_supervision_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let a = s.add_sensor(&new("door"), at(0)).unwrap();
+        assert_eq!(s.sensor(a.id).unwrap().enabled_since, at(0));
+        // Enabling an enabled sensor, or disabling it, leaves the clock alone.
+        s.set_sensor_enabled_at(a.id, true, at(10)).unwrap();
+        assert_eq!(s.sensor(a.id).unwrap().enabled_since, at(0));
+        s.set_sensor_enabled_at(a.id, false, at(20)).unwrap();
+        assert_eq!(s.sensor(a.id).unwrap().enabled_since, at(0));
+        s.set_sensor_enabled_at(a.id, false, at(25)).unwrap();
+        // Enabled again: from then on.
+        s.set_sensor_enabled_at(a.id, true, at(30)).unwrap();
+        let r = s.sensor(a.id).unwrap();
+        assert_eq!(
+            (r.enabled, r.enabled_since, r.created),
+            (true, at(30), at(0))
+        );
+        s.set_sensor_enabled_at(a.id, true, at(40)).unwrap();
+        assert_eq!(s.sensor(a.id).unwrap().enabled_since, at(30));
+        // It is on disk: another connection sees it.
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.sensor(a.id).unwrap().enabled_since, at(30));
+        assert!(s.set_sensor_enabled_at(a.id + 1, true, at(50)).is_err());
+    }
+
+    #[test]
+    fn sensors_from_before_migration_7_are_supervised_from_their_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = rusqlite::Connection::open(crate::schema::db_path(dir.path())).unwrap();
+            for (i, sql) in crate::schema::MIGRATIONS[..6].iter().enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+                    .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO sensors (name, kind, dev_addr, key, created_ms, heartbeat_s)
+                 VALUES ('old-door', 'door', 1234, ?1, ?2, 60)",
+                params![&[7u8; 16][..], to_unix_ms(at(5)).unwrap()],
+            )
+            .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let r = s.sensor_by_name("old-door").unwrap();
+        assert_eq!((r.created, r.enabled_since), (at(5), at(5)));
     }
 
     #[test]

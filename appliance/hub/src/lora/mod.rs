@@ -40,11 +40,17 @@
 //!
 //! # Supervision
 //! Every [`LoraSettings::check_every`] (and at once when a missing sensor is heard), the
-//! registry is compared with the clock ([`supervision::MissingWatch`]): a sensor silent
-//! for 3 heartbeat intervals plus a grace raises `sensor.missing` (warning, active) once;
-//! the event ends (a "resolved" notice) when it is heard again, disabled or removed.
-//! Episodes are kept in the store (`missing_since`), so they survive restarts; an event
-//! that could not be stored is tried again at the next check.
+//! registry is compared with the clock ([`supervision::MissingWatch`]): an enabled sensor
+//! silent for 3 heartbeat intervals plus a grace raises `sensor.missing` (warning,
+//! active) once. Silent counts from its last frame, or, for a sensor not heard since it
+//! was provisioned (`gatehouse sensor add`, `POST /api/v1/sensors`) or enabled again,
+//! from that moment (the store's `enabled_since`): a sensor never heard goes missing too,
+//! its message saying "never been heard since it was provisioned at ..." rather than
+//! "not been heard from since ...". The event ends (a "resolved" notice) when the sensor
+//! is heard (its first frame, for one never heard), disabled or removed. Episodes are
+//! kept in the store (`missing_since`), so they survive restarts, and every clock starts
+//! from a stored time, so a restart does not restart one; an event that could not be
+//! stored is tried again at the next check.
 //!
 //! Every event has the sensor's name as source (kind `sensor`, ingress `sensor`) and as
 //! device, and goes through [`EventService::submit`] like every other event.
@@ -83,7 +89,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use supervision::{missing_external_id, MissingChange, MissingWatch};
+use supervision::{missing_external_id, Ended, MissingChange, MissingWatch, Silence};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -964,20 +970,48 @@ async fn apply(
             id,
             name,
             since,
+            silence,
             limit,
         } => {
-            tracing::warn!(sensor = %name, "sensor missing");
+            let limit_s = limit.as_secs();
+            let message = match silence {
+                Silence::SinceLastHeard => {
+                    tracing::warn!(sensor = %name, "sensor missing");
+                    format!(
+                        "sensor {name:?} has not been heard from since {} (limit {limit_s} s: \
+                         3 heartbeats)",
+                        rfc3339(since)
+                    )
+                }
+                Silence::NeverHeard => {
+                    tracing::warn!(sensor = %name, "sensor provisioned but never heard");
+                    format!(
+                        "sensor {name:?} has never been heard since it was provisioned at {} \
+                         (limit {limit_s} s: 3 heartbeats): check the key flashed into the \
+                         node, its range to the box and its battery",
+                        rfc3339(since)
+                    )
+                }
+                Silence::SinceEnabled { last_heard } => {
+                    tracing::warn!(sensor = %name, "sensor not heard since it was enabled again");
+                    format!(
+                        "sensor {name:?} has not been heard since it was enabled again at {} \
+                         ({}; limit {limit_s} s: 3 heartbeats)",
+                        rfc3339(since),
+                        match last_heard {
+                            Some(at) => format!("last heard at {}", rfc3339(at)),
+                            None => "never heard before".to_owned(),
+                        }
+                    )
+                }
+            };
             let event = sensor_event(
                 &name,
                 SENSOR_MISSING.into(),
                 Severity::Warning,
                 Lifecycle::Active,
                 missing_external_id(since),
-                format!(
-                    "sensor {name:?} has not been heard from since {} (limit {} s: 3 heartbeats)",
-                    rfc3339(since),
-                    limit.as_secs()
-                ),
+                message,
                 now,
             );
             if events.submit(event, Ingress::Sensor).await.is_err() {
@@ -995,20 +1029,27 @@ async fn apply(
             id,
             name,
             since,
-            removed,
+            why,
         } => {
-            tracing::info!(sensor = %name, "sensor heard again");
+            let removed = why == Ended::Removed;
+            let message = match why {
+                Ended::Heard(at) => {
+                    tracing::info!(sensor = %name, "missing sensor heard");
+                    format!("sensor {name:?} was heard at {}", rfc3339(at))
+                }
+                Ended::Disabled => format!("sensor {name:?} was disabled"),
+                Ended::EnabledAgain => format!(
+                    "sensor {name:?} was disabled and enabled again: its supervision starts over"
+                ),
+                Ended::Removed => format!("sensor {name:?} was removed"),
+            };
             let event = sensor_event(
                 &name,
                 SENSOR_MISSING.into(),
                 Severity::Warning,
                 Lifecycle::Ended,
                 missing_external_id(since),
-                if removed {
-                    format!("sensor {name:?} was removed")
-                } else {
-                    format!("sensor {name:?} is heard from again (or was disabled)")
-                },
+                message,
                 now,
             );
             let result: Result<_, SubmitError> = events.submit(event, Ingress::Sensor).await;

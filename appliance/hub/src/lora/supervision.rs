@@ -4,10 +4,19 @@
 //!
 //! A sensor is missing once it has been silent for [`MissingWatch::limit`]: `after`
 //! heartbeat intervals (3 by default) plus a grace (for the forwarder's and the hub's
-//! own delays). Only a sensor heard at least once and enabled is supervised (one not yet
-//! installed is not missing). An episode is open while the store's `missing_since` is
-//! set (so it survives restarts); it ends when the sensor is heard again (`last_seen`
-//! after the episode's start), is disabled, or is removed.
+//! own delays). Only an enabled sensor is supervised. Its silence is counted from its
+//! last frame, or, if it has not been heard since, from when it was provisioned or last
+//! enabled again ([`SensorRecord::enabled_since`], kept in the store): a sensor added
+//! but never heard (wrong key flashed, out of range, flat battery) goes missing too, and
+//! says so ([`Silence`]). Enabling a disabled sensor starts its clock again. Every time
+//! involved is stored, so a restart of the hub neither restarts a clock nor opens a
+//! second episode.
+//!
+//! An episode is open while the store's `missing_since` is set (so it survives
+//! restarts); it is named by the moment its silence began ([`missing_external_id`]) and
+//! ends when the sensor is heard (`last_seen` after the episode's start, the first frame
+//! of a sensor never heard included), is disabled (or disabled and enabled again), or is
+//! removed.
 
 use gatehouse_store::sensors::{SensorId, SensorRecord};
 use std::collections::HashMap;
@@ -19,29 +28,61 @@ pub const MISSING_AFTER: u32 = 3;
 /// Added to the silence limit.
 pub const MISSING_GRACE: Duration = Duration::from_secs(2);
 
+/// What a missing sensor's silence is counted from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Silence {
+    /// It was heard: silent since its last frame.
+    SinceLastHeard,
+    /// Never heard since it was provisioned.
+    NeverHeard,
+    /// Not heard since it was enabled again; `last_heard` before that, if ever.
+    SinceEnabled { last_heard: Option<OffsetDateTime> },
+}
+
+/// Why an episode ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Heard at this time (its last frame when the check ran).
+    Heard(OffsetDateTime),
+    Disabled,
+    /// Disabled and enabled again since the episode began: its clock starts over.
+    EnabledAgain,
+    /// Removed from the registry (nothing to record in the store).
+    Removed,
+}
+
 /// A sensor went missing or came back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MissingChange {
     Missing {
         id: SensorId,
         name: String,
-        /// When it was last heard: names the episode.
+        /// When its silence began: names the episode.
         since: OffsetDateTime,
+        silence: Silence,
         limit: Duration,
     },
-    /// Heard again, disabled or removed.
+    /// Heard, disabled or removed.
     Back {
         id: SensorId,
         name: String,
         since: OffsetDateTime,
-        /// Removed from the registry (nothing to record in the store).
-        removed: bool,
+        why: Ended,
     },
 }
 
 /// The episode name (external id) of a sensor missing since `since`.
 pub fn missing_external_id(since: OffsetDateTime) -> String {
     format!("missing:{}", since.unix_timestamp_nanos() / 1_000_000)
+}
+
+/// When the silence of an enabled sensor began, and which kind of silence it is.
+pub fn silent_since(s: &SensorRecord) -> (OffsetDateTime, Silence) {
+    match s.last_seen {
+        Some(seen) if seen >= s.enabled_since => (seen, Silence::SinceLastHeard),
+        None if s.enabled_since <= s.created => (s.enabled_since, Silence::NeverHeard),
+        last_heard => (s.enabled_since, Silence::SinceEnabled { last_heard }),
+    }
 }
 
 /// Finds missing sensors.
@@ -81,28 +122,38 @@ impl MissingWatch {
         for s in sensors {
             match s.missing_since {
                 None => {
+                    if !s.enabled {
+                        continue;
+                    }
                     let limit = self.limit(s.heartbeat_s);
-                    let silent = s.last_seen.filter(|seen| s.enabled && now - *seen >= limit);
-                    if let Some(since) = silent {
+                    let (since, silence) = silent_since(s);
+                    if now - since >= limit {
                         changes.push(MissingChange::Missing {
                             id: s.id,
                             name: s.name.clone(),
                             since,
+                            silence,
                             limit,
                         });
                     }
                 }
                 Some(since) => {
-                    let heard = s.last_seen.is_some_and(|seen| seen > since);
-                    if heard || !s.enabled {
-                        changes.push(MissingChange::Back {
+                    let why = match s.last_seen {
+                        Some(seen) if seen > since => Some(Ended::Heard(seen)),
+                        _ if !s.enabled => Some(Ended::Disabled),
+                        _ if s.enabled_since > since => Some(Ended::EnabledAgain),
+                        _ => None,
+                    };
+                    match why {
+                        Some(why) => changes.push(MissingChange::Back {
                             id: s.id,
                             name: s.name.clone(),
                             since,
-                            removed: false,
-                        });
-                    } else {
-                        open.insert(s.id, (s.name.clone(), since));
+                            why,
+                        }),
+                        None => {
+                            open.insert(s.id, (s.name.clone(), since));
+                        }
                     }
                 }
             }
@@ -113,7 +164,7 @@ impl MissingWatch {
                     id,
                     name,
                     since,
-                    removed: true,
+                    why: Ended::Removed,
                 });
             }
         }
@@ -150,6 +201,7 @@ mod tests {
             dev_addr: id as u32,
             enabled: true,
             created: t(0),
+            enabled_since: t(0),
             heartbeat_s: 60,
             fcnt_up_last: None,
             fcnt_down: 0,
@@ -167,24 +219,149 @@ mod tests {
         }
     }
 
+    /// A sensor provisioned at `created` and never heard.
+    fn provisioned(id: SensorId, created: i64) -> SensorRecord {
+        SensorRecord {
+            created: t(created),
+            enabled_since: t(created),
+            ..sensor(id, None, None)
+        }
+    }
+
+    fn missing(s: &SensorRecord, since: i64, silence: Silence) -> MissingChange {
+        MissingChange::Missing {
+            id: s.id,
+            name: s.name.clone(),
+            since: t(since),
+            silence,
+            limit: Duration::from_secs(182),
+        }
+    }
+
     #[test]
     fn silent_for_three_intervals_and_the_grace_is_missing() {
         let mut w = MissingWatch::default();
         assert_eq!(w.limit(60), Duration::from_secs(182));
-        let never_heard = sensor(1, None, None);
+        // Provisioned a second after the other was last heard: missing a second later.
+        let never_heard = provisioned(1, 101);
         let quiet = sensor(2, Some(100), None);
         let mut disabled = sensor(3, Some(0), None);
         disabled.enabled = false;
-        let all = [never_heard, quiet, disabled];
+        let all = [never_heard.clone(), quiet.clone(), disabled];
         assert_eq!(w.check(&all, t(281)), []);
         assert_eq!(
             w.check(&all, t(282)),
-            [MissingChange::Missing {
-                id: 2,
-                name: "s2".into(),
-                since: t(100),
-                limit: Duration::from_secs(182)
+            [missing(&quiet, 100, Silence::SinceLastHeard)]
+        );
+        assert_eq!(
+            w.check(&all, t(283)),
+            [
+                missing(&never_heard, 101, Silence::NeverHeard),
+                missing(&quiet, 100, Silence::SinceLastHeard)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sensor_never_heard_is_missing_from_when_it_was_provisioned() {
+        // Provisioned at 1000, the hub (a fresh watch: as after a restart) first looks
+        // at 1100, then later: the clock runs from the provisioning, not from the look.
+        let s = provisioned(1, 1000);
+        let mut w = MissingWatch::default();
+        assert_eq!(w.check(std::slice::from_ref(&s), t(1100)), []);
+        assert_eq!(w.check(std::slice::from_ref(&s), t(1181)), []);
+        let raised = w.check(std::slice::from_ref(&s), t(1182));
+        assert_eq!(raised, [missing(&s, 1000, Silence::NeverHeard)]);
+        // Long after, a fresh watch (the hub restarted before it could record the
+        // episode) raises the same episode: same name, hence one event.
+        let mut after_restart = MissingWatch::default();
+        assert_eq!(
+            after_restart.check(std::slice::from_ref(&s), t(50_000)),
+            raised
+        );
+        // Recorded: nothing more, before or after a restart.
+        let open = SensorRecord {
+            missing_since: Some(t(1000)),
+            ..s
+        };
+        assert_eq!(w.check(std::slice::from_ref(&open), t(1183)), []);
+        assert_eq!(
+            MissingWatch::default().check(std::slice::from_ref(&open), t(90_000)),
+            []
+        );
+    }
+
+    #[test]
+    fn a_disabled_sensor_is_not_supervised_and_enabling_restarts_its_clock() {
+        let mut w = MissingWatch::default();
+        let mut s = provisioned(1, 0);
+        s.enabled = false;
+        assert_eq!(w.check(std::slice::from_ref(&s), t(10_000)), []);
+        // Enabled again at 9000, never heard: missing 182 s after that.
+        s.enabled = true;
+        s.enabled_since = t(9_000);
+        assert_eq!(w.check(std::slice::from_ref(&s), t(9_181)), []);
+        assert_eq!(
+            w.check(std::slice::from_ref(&s), t(9_182)),
+            [missing(
+                &s,
+                9_000,
+                Silence::SinceEnabled { last_heard: None }
+            )]
+        );
+        // One heard long ago and enabled again: counted from the enabling too.
+        let mut heard = sensor(2, Some(100), None);
+        heard.enabled_since = t(9_000);
+        assert_eq!(w.check(std::slice::from_ref(&heard), t(9_181)), []);
+        assert_eq!(
+            w.check(std::slice::from_ref(&heard), t(9_182)),
+            [missing(
+                &heard,
+                9_000,
+                Silence::SinceEnabled {
+                    last_heard: Some(t(100))
+                }
+            )]
+        );
+        // An episode open from before the sensor was disabled and enabled again ends
+        // (the next check counts from the enabling).
+        let again = SensorRecord {
+            missing_since: Some(t(0)),
+            ..s.clone()
+        };
+        assert_eq!(
+            w.check(std::slice::from_ref(&again), t(9_001)),
+            [MissingChange::Back {
+                id: 1,
+                name: "s1".into(),
+                since: t(0),
+                why: Ended::EnabledAgain
             }]
+        );
+    }
+
+    #[test]
+    fn the_first_frame_of_a_sensor_never_heard_ends_its_episode() {
+        let mut w = MissingWatch::default();
+        let mut s = provisioned(1, 1000);
+        s.missing_since = Some(t(1000));
+        assert_eq!(w.check(std::slice::from_ref(&s), t(2000)), []);
+        s.last_seen = Some(t(2500));
+        assert_eq!(
+            w.check(std::slice::from_ref(&s), t(2501)),
+            [MissingChange::Back {
+                id: 1,
+                name: "s1".into(),
+                since: t(1000),
+                why: Ended::Heard(t(2500))
+            }]
+        );
+        // Closed in the store: supervised from that frame on, as any heard sensor.
+        s.missing_since = None;
+        assert_eq!(w.check(std::slice::from_ref(&s), t(2681)), []);
+        assert_eq!(
+            w.check(std::slice::from_ref(&s), t(2682)),
+            [missing(&s, 2500, Silence::SinceLastHeard)]
         );
     }
 
@@ -205,20 +382,25 @@ mod tests {
             id: 1,
             name: "s1".into(),
             since: t(100),
-            removed: false
+            why: Ended::Heard(t(9_000))
         }));
         assert!(changes.contains(&MissingChange::Back {
             id: 2,
             name: "s2".into(),
             since: t(50),
-            removed: true
+            why: Ended::Removed
         }));
         let mut off = sensor(3, Some(100), Some(100));
         off.enabled = false;
-        assert!(matches!(
-            w.check(&[off], t(10_002))[..],
-            [MissingChange::Back { id: 3, .. }]
-        ));
+        assert_eq!(
+            w.check(&[off], t(10_002)),
+            [MissingChange::Back {
+                id: 3,
+                name: "s3".into(),
+                since: t(100),
+                why: Ended::Disabled
+            }]
+        );
         assert_eq!(missing_external_id(t(1)), "missing:1800000001000");
     }
 }
