@@ -19,7 +19,7 @@ help:
 	@echo "make build         cargo build --release -p gatehouse"
 	@echo "make firmware      cross-build the sensor-node boards (nRF52840, STM32WL), print flash/RAM"
 	@echo "make cross         cross-build gatehouse for the box (aarch64, Debian toolchain) into target/cross"
-	@echo "make test-cross    run that binary under qemu-user: --version, check-config, a gatehouse up self-test"
+	@echo "make test-cross    cross-build (cross-test profile) and run under qemu-user: --version, check-config, a gatehouse up self-test"
 	@echo "make test-lora-node sensor-node core + simulator tests, and the core on a Cortex-M4 under QEMU"
 	@echo "make bench-tunnel  WireGuard throughput/CPU benchmark against wireguard-go and boringtun-cli (root)"
 	@echo "make bench-access  gate transports (HTTP, TCP, MQTT): decisions/s, latency, hub RSS (CARDS= LOG_ROWS= DURATION= to scale)"
@@ -83,12 +83,15 @@ firmware: deps
 	scripts/firmware.sh
 
 # The gateway's own binary for its CPU (aarch64), in its own target dir (target/cross);
-# prints size and build time. test-cross runs it under qemu-aarch64-static (scripts/cross.sh).
+# prints size and build time. test-cross builds it with the cross-test profile and runs it
+# under qemu-aarch64-static (scripts/cross.sh).
 cross: deps
 	scripts/cross.sh
 
-test-cross: cross
-	scripts/cross.sh test
+# Its own, lighter profile (cross-test in Cargo.toml): part of `make test`.
+test-cross: deps
+	CROSS_PROFILE=cross-test scripts/cross.sh
+	CROSS_PROFILE=cross-test scripts/cross.sh test
 
 bench-tunnel: deps-bench
 	$(CARGO) build --release -p gatehouse
