@@ -59,7 +59,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::broker::Broker;
-use support::site::{field, free_port, GateCreds, GateSim, Hub, Mqtt, Site, Summary};
+use support::site::{all_events, field, free_port, GateCreds, GateSim, Hub, Mqtt, Site, Summary};
 
 // ---- the load --------------------------------------------------------------------------
 
@@ -537,24 +537,6 @@ async fn publish_all(
 }
 
 // ---- reading the store -----------------------------------------------------------------
-
-/// Every stored event, oldest first.
-fn all_events(store: &Store) -> Vec<Event> {
-    let mut out: Vec<Event> = Vec::new();
-    loop {
-        let page = store
-            .list_events(&EventFilter {
-                after_seq: Some(out.last().map_or(0, |e| e.seq)),
-                limit: MAX_PAGE,
-                ..EventFilter::default()
-            })
-            .unwrap();
-        if page.is_empty() {
-            return out;
-        }
-        out.extend(page);
-    }
-}
 
 /// The delivery log, by receiver name and outcome.
 #[derive(Debug, Default)]

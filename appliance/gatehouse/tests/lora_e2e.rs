@@ -30,7 +30,6 @@ mod support {
 }
 
 use gatehouse_lora_proto::air::{Air, AirConfig};
-use gatehouse_store::events::{EventFilter, MAX_PAGE};
 use gatehouse_store::Store;
 use gatehouse_testpeers::{Faults, WebhookReceiver};
 use serde_json::Value;
@@ -39,7 +38,7 @@ use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::lora::{duty_by_band, lora_sim, metric, read_tx_log, scrape, Daemon};
-use support::site::{free_port, Mqtt, Site};
+use support::site::{all_events, free_port, Mqtt, Site};
 
 /// Sensor nodes.
 const NODES: usize = 200;
@@ -105,24 +104,6 @@ fn extra_config(air: &str) -> String {
          [lora]\nmode = \"sim\"\nair = \"{air}\"\nregion = \"EU868\"\nfrequency_hz = {FREQ_HZ}\n\
          spreading_factor = 7\nbandwidth_hz = {BW_HZ}\n"
     )
-}
-
-/// Every stored event, oldest first.
-fn all_events(store: &Store) -> Vec<gatehouse_alerts::model::Event> {
-    let mut out: Vec<gatehouse_alerts::model::Event> = Vec::new();
-    loop {
-        let page = store
-            .list_events(&EventFilter {
-                after_seq: Some(out.last().map_or(0, |e| e.seq)),
-                limit: MAX_PAGE,
-                ..EventFilter::default()
-            })
-            .unwrap();
-        if page.is_empty() {
-            return out;
-        }
-        out.extend(page);
-    }
 }
 
 #[test]

@@ -15,6 +15,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use gatehouse_store::events::{EventFilter, MAX_PAGE};
 use gatehouse_store::log::MAX_QUERY_LIMIT;
 use gatehouse_store::schema::db_path;
 use gatehouse_store::{LogFilter, LogRow, LogSource, Store};
@@ -676,4 +677,22 @@ pub fn rows_by_gate(rows: &[LogRow], source: LogSource) -> BTreeMap<i64, Vec<&Lo
         m.entry(r.gate).or_default().push(r);
     }
     m
+}
+
+/// Every stored event, oldest first.
+pub fn all_events(store: &Store) -> Vec<gatehouse_alerts::model::Event> {
+    let mut out: Vec<gatehouse_alerts::model::Event> = Vec::new();
+    loop {
+        let page = store
+            .list_events(&EventFilter {
+                after_seq: Some(out.last().map_or(0, |e| e.seq)),
+                limit: MAX_PAGE,
+                ..EventFilter::default()
+            })
+            .unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
 }
